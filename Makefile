@@ -1,0 +1,47 @@
+# capture-ext developer commands. `make demo` and `make test` work on a fresh machine:
+# both create the virtual environment they need.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: setup test lint unit functional integration e2e demo clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch is pinned exactly: the CPU wheel lies on this disk; a looser spec may pull a CUDA build.
+	$(PIP) install -q -e '.[dev]'
+	@touch $(STAMP)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: lint
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+unit: setup
+	$(PY) -m pytest -q tests/unit
+
+functional: setup
+	$(PY) -m pytest -q tests/functional
+
+integration: setup
+	$(PY) -m pytest -q tests/integration
+
+e2e: setup
+	$(PY) -m pytest -q tests/e2e
+
+demo: setup
+	$(PY) -m capture_ext.testing.demo
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

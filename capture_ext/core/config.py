@@ -1,0 +1,228 @@
+"""Every ``CAPTURE_*`` setting of the extension, read once from the environment and validated.
+
+The table :data:`VARIABLES` is the single source of truth: :class:`Settings` is built from it,
+``docs/configuration.md`` documents it, and a drift test keeps the two in step. A bad value
+gives one log line naming the variable and the value, then the default is used (or, for
+settings a sink requires, that sink is disabled); ``CAPTURE_STRICT=1`` turns those problems
+into an init error instead.
+
+Standard library only: the extension reads its configuration before any heavy import.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """A setting has a value the extension cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class Variable:
+    """One documented environment variable."""
+
+    name: str
+    default: str
+    doc: str
+    parse: Callable[[str], Any] = str
+    #: The attribute of :class:`Settings` it fills.
+    attr: str = ""
+    #: Shown in the docs instead of ``default`` when the default is computed.
+    default_doc: str = ""
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ConfigError("expected 1/0, true/false, yes/no or on/off")
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ConfigError("must be a positive integer")
+    return value
+
+
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if value < 0 or value != value:
+        raise ConfigError("must be a number >= 0")
+    return value
+
+
+def _fraction(raw: str) -> float:
+    value = float(raw)
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError("must be between 0.0 and 1.0")
+    return value
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 1 <= value <= 65535 or value == 9001:
+        raise ConfigError("must be a TCP port in 1..65535 other than 9001 (reserved by Lambda)")
+    return value
+
+
+def _csv(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ConfigError(f"must be one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _log_level(raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ConfigError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return value
+
+
+VARIABLES: tuple[Variable, ...] = (
+    Variable("CAPTURE_SINKS", "s3_jsonl", "Comma-separated sink names (built-in or plugin).", _csv, "sinks"),
+    Variable("CAPTURE_S3_BUCKET", "", "Bucket for the S3 sinks (required by `s3_jsonl` and `s3_parquet`).",
+             str, "s3_bucket"),
+    Variable("CAPTURE_S3_PREFIX", "inference-capture", "Key prefix for the S3 sinks.", str, "s3_prefix"),
+    Variable("CAPTURE_JSONL_FORMAT", "capture",
+             "`capture` (enriched records) or `sagemaker` (SageMaker Data Capture schema) for `s3_jsonl`.",
+             _choice("capture", "sagemaker"), "jsonl_format"),
+    Variable("CAPTURE_LOG_GROUP", "", "CloudWatch Logs group of the `cloudwatch` sink.", str, "log_group",
+             "`/aws/capture-ext/<function>`"),
+    Variable("CAPTURE_LOG_GROUP_CREATE", "1",
+             "`1`: create the log group when it is missing (needs `logs:CreateLogGroup`).", _bool,
+             "log_group_create"),
+    Variable("CAPTURE_FIREHOSE_STREAM", "", "Delivery stream of the `firehose` sink (required by it).", str,
+             "firehose_stream"),
+    Variable("CAPTURE_FILE_DIR", "/tmp/capture-ext/files", "Directory of the `file` sink (JSON Lines).", str,
+             "file_dir"),
+    Variable("CAPTURE_FLUSH_INTERVAL_S", "60",
+             "Maximum age (seconds) of buffered data before a flush is due; `0` flushes after every invoke.",
+             _non_negative_float, "flush_interval_s"),
+    Variable("CAPTURE_FLUSH_MAX_RECORDS", "1000", "A flush is due when this many records are buffered.",
+             _positive_int, "flush_max_records"),
+    Variable("CAPTURE_FLUSH_MAX_BYTES", str(5 * MIB), "A flush is due when this many bytes are buffered.",
+             _positive_int, "flush_max_bytes", "5 MiB"),
+    Variable("CAPTURE_BUFFER_MAX_BYTES", str(64 * MIB), "Hard bound on the record bytes held in memory.",
+             _positive_int, "buffer_max_bytes", "64 MiB"),
+    Variable("CAPTURE_MAX_RECORD_BYTES", str(1 * MIB), "Largest accepted record (JSON bytes); larger gets 413.",
+             _positive_int, "max_record_bytes", "1 MiB"),
+    Variable("CAPTURE_MAX_REQUEST_BYTES", str(6 * MIB), "Largest accepted request body; larger gets 413.",
+             _positive_int, "max_request_bytes", "6 MiB"),
+    Variable("CAPTURE_SAMPLE_RATE", "1.0",
+             "Fraction of inferences captured, decided in the client by a hash of `inference_id`.",
+             _fraction, "sample_rate"),
+    Variable("CAPTURE_PORT", "9009", "Loopback TCP port of the HTTP ingest endpoint.", _port, "port"),
+    Variable("CAPTURE_SOCKET", "/tmp/capture-ext.sock",
+             "Unix socket of the fast local transport used by `capture_ext.client`.", str, "socket_path"),
+    Variable("CAPTURE_STRICT", "0",
+             "`1`: a configuration error fails Lambda init instead of disabling the sink loudly.", _bool,
+             "strict"),
+    Variable("CAPTURE_LOG_LEVEL", "INFO", "Log level of the extension's own logs.", _log_level, "log_level"),
+    Variable("CAPTURE_METRICS", "1", "`1`: print one CloudWatch EMF metrics line per flush.", _bool, "metrics"),
+    Variable("CAPTURE_METRICS_NAMESPACE", "CaptureExt", "CloudWatch namespace of the EMF metrics.", str,
+             "metrics_namespace"),
+    Variable("CAPTURE_SHUTDOWN_MARGIN_MS", "300",
+             "Safety margin kept before the SHUTDOWN deadline; the drain stops this early.",
+             _non_negative_float, "shutdown_margin_ms"),
+    Variable("CAPTURE_RUNTIME_DONE_TIMEOUT_MS", "100",
+             "Without telemetry (as under AWS's RIE) how long a due flush waits for the handler before "
+             "flushing anyway.", _non_negative_float, "runtime_done_timeout_ms"),
+    Variable("CAPTURE_RETRY_MAX_ATTEMPTS", "5", "Attempts per batch and sink within one flush.", _positive_int,
+             "retry_max_attempts"),
+    Variable("CAPTURE_DISABLED_PLUGINS", "", "Comma-separated plugin names not to load.", _csv,
+             "disabled_plugins"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The validated configuration. Build it with :meth:`from_env`, never from ``os.environ`` at import."""
+
+    sinks: tuple[str, ...] = ("s3_jsonl",)
+    s3_bucket: str = ""
+    s3_prefix: str = "inference-capture"
+    jsonl_format: str = "capture"
+    log_group: str = ""
+    log_group_create: bool = True
+    firehose_stream: str = ""
+    file_dir: str = "/tmp/capture-ext/files"
+    flush_interval_s: float = 60.0
+    flush_max_records: int = 1000
+    flush_max_bytes: int = 5 * MIB
+    buffer_max_bytes: int = 64 * MIB
+    max_record_bytes: int = 1 * MIB
+    max_request_bytes: int = 6 * MIB
+    sample_rate: float = 1.0
+    port: int = 9009
+    socket_path: str = "/tmp/capture-ext.sock"
+    strict: bool = False
+    log_level: str = "INFO"
+    metrics: bool = True
+    metrics_namespace: str = "CaptureExt"
+    shutdown_margin_ms: float = 300.0
+    runtime_done_timeout_ms: float = 100.0
+    retry_max_attempts: int = 5
+    disabled_plugins: tuple[str, ...] = ()
+    function_name: str = "local-function"
+    function_version: str = "$LATEST"
+    region: str = "us-east-1"
+    #: Problems found while reading; each is one line naming the variable and its value.
+    problems: tuple[str, ...] = field(default=())
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate every variable; bad values fall back to defaults and are reported."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for var in VARIABLES:
+            raw = env.get(var.name)
+            if raw is None:
+                values[var.attr] = var.parse(var.default)
+                continue
+            try:
+                values[var.attr] = var.parse(raw)
+            except (ValueError, ConfigError) as exc:
+                problems.append(f"{var.name}={raw!r} is invalid ({exc}); using the default {var.default!r}")
+                values[var.attr] = var.parse(var.default)
+        function_name = env.get("AWS_LAMBDA_FUNCTION_NAME", "local-function")
+        if not values["log_group"]:
+            values["log_group"] = f"/aws/capture-ext/{function_name}"
+        values["s3_prefix"] = values["s3_prefix"].strip("/")
+        if values["flush_max_bytes"] > values["buffer_max_bytes"]:
+            problems.append(
+                f"CAPTURE_FLUSH_MAX_BYTES={values['flush_max_bytes']} exceeds CAPTURE_BUFFER_MAX_BYTES="
+                f"{values['buffer_max_bytes']}; using CAPTURE_BUFFER_MAX_BYTES"
+            )
+            values["flush_max_bytes"] = values["buffer_max_bytes"]
+        return cls(
+            **values,
+            function_name=function_name,
+            function_version=env.get("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+            problems=tuple(problems),
+        )
+
+    def log_problems(self) -> None:
+        for problem in self.problems:
+            logger.error("configuration: %s", problem)

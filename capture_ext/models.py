@@ -1,0 +1,130 @@
+"""The data that crosses module boundaries: batches, write results and the sink contract.
+
+Standard library only, so that ``import capture_ext`` stays cheap and a third-party sink can
+depend on these names without pulling in the extension's runtime.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from capture_ext.core.config import Settings
+
+#: An enriched record as sinks see it: the user's fields plus ``function_name``,
+#: ``function_version``, ``environment_id``, ``captured_at`` and ``sequence``.
+Record = dict[str, Any]
+
+
+class Outcome(enum.Enum):
+    """What a sink says about a batch; the dispatcher decides what happens next."""
+
+    OK = "ok"
+    RETRYABLE = "retryable"
+    FATAL = "fatal"
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """The answer of :meth:`Sink.write_batch`.
+
+    Sinks classify, the dispatcher acts: it retries ``RETRYABLE`` (only ``failed_ids`` when
+    given, else the whole batch) with backoff inside the deadline, and counts ``FATAL`` records
+    as dropped. A sink never sleeps or retries on its own.
+    """
+
+    outcome: Outcome
+    error: str | None = None
+    #: ``inference_id`` of the records that failed; empty means "all of them" when not OK.
+    failed_ids: tuple[str, ...] = ()
+    #: A throttling hint from the service (seconds), honoured by the dispatcher's backoff.
+    retry_after_s: float | None = None
+
+    @classmethod
+    def ok(cls) -> WriteResult:
+        return cls(Outcome.OK)
+
+    @classmethod
+    def retryable(
+        cls, error: str, failed_ids: tuple[str, ...] | list[str] = (), retry_after_s: float | None = None
+    ) -> WriteResult:
+        return cls(Outcome.RETRYABLE, error, tuple(failed_ids), retry_after_s)
+
+    @classmethod
+    def fatal(cls, error: str) -> WriteResult:
+        return cls(Outcome.FATAL, error)
+
+    @property
+    def is_ok(self) -> bool:
+        return self.outcome is Outcome.OK
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A sealed group of records with an identity that survives retries and restarts.
+
+    ``batch_id`` is ``<environment_id>-<sequence:08d>``; sinks derive object keys from it so a
+    retried batch overwrites its own output instead of duplicating it. A retry of a partial
+    failure is a new ``Batch`` with the same ``batch_id`` and fewer records.
+    """
+
+    batch_id: str
+    environment_id: str
+    sequence: int
+    records: tuple[Record, ...]
+    #: 1 for the first try; the dispatcher increments it on each retry.
+    attempt: int = 1
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def subset(self, inference_ids: set[str], attempt: int) -> Batch:
+        """The records of this batch whose ``inference_id`` is in ``inference_ids``."""
+        kept = tuple(r for r in self.records if r.get("inference_id") in inference_ids)
+        return Batch(self.batch_id, self.environment_id, self.sequence, kept, attempt)
+
+
+@dataclass(frozen=True, slots=True)
+class SinkContext:
+    """Everything a sink factory may need, handed over once at start-up.
+
+    Third-party sinks read their own ``CAPTURE_<SINK>_*`` variables from ``env``; built-in
+    sinks use the validated ``settings``.
+    """
+
+    name: str
+    env: Mapping[str, str]
+    function_name: str
+    function_version: str = "$LATEST"
+    environment_id: str = "local"
+    region: str = "us-east-1"
+    settings: Settings | None = None
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("capture_ext.sinks"))
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """The contract every sink meets (built-in or plugin).
+
+    - ``start()`` is called once before the first batch; open clients lazily here or on first use.
+    - ``write_batch()`` must not raise for expected failures: classify them into a
+      :class:`WriteResult`. An unexpected exception is treated as ``RETRYABLE``.
+    - ``close(timeout_s)`` releases resources within ``timeout_s``; it is idempotent, and a
+      ``write_batch`` after it returns ``FATAL``.
+    """
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def write_batch(self, batch: Batch) -> WriteResult: ...
+
+    async def close(self, timeout_s: float) -> None: ...
+
+
+SinkFactory = Callable[[SinkContext], Sink]
+SinkRegistrar = Callable[[str, SinkFactory], None]
