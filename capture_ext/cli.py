@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
         description="Inference data capture for AWS Lambda.",
         epilog="Run 'capture-ext COMMAND --help' for the options of a command.",
     )
-    parser.add_argument("command", choices=sorted(COMMANDS), help="; ".join(f"{k}: {v[1]}" for k, v in COMMANDS.items()))
+    summary = "; ".join(f"{name}: {help_text}" for name, (_, help_text) in COMMANDS.items())
+    parser.add_argument("command", choices=sorted(COMMANDS), help=summary)
     if not argv or argv[0] in {"-h", "--help"}:
         parser.print_help()
         return 0 if argv else 2
