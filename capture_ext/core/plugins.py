@@ -1,15 +1,21 @@
 """The plugin manager and a typed facade over its hooks.
 
-Discovery order: built-in sinks (entry point ``builtin_*`` of this distribution), then every
-other ``capture_ext`` entry point, skipping names in ``CAPTURE_DISABLED_PLUGINS``. A plugin that
-fails to import or to register is reported and skipped; it never takes the extension down.
-Core code calls the facade, never ``pm.hook`` directly.
+Discovery order: built-in sinks (entry points ``builtin_*`` of this distribution), then every
+other ``capture_ext`` entry point by name, skipping the names (entry-point or distribution) in
+``CAPTURE_DISABLED_PLUGINS``. Whatever a plugin does wrong (fails to import, implements a hook
+that does not exist or with arguments the spec does not have, raises while registering, claims
+a sink name another plugin already has) is reported in :attr:`Plugins.errors`, logged, and costs
+only that plugin: it never takes the extension down. Core code calls the facade, never
+``pm.hook`` directly.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata
 import logging
+import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +28,9 @@ from capture_ext.models import SinkFactory
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "capture_ext"
+BUILTIN_PREFIX = "builtin_"
+#: Sink names end up in ``CAPTURE_SINKS`` (comma-separated) and ``CAPTURE_<SINK>_*`` variables.
+SINK_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 class PluginError(Exception):
@@ -37,7 +46,17 @@ class PluginInfo:
     distribution: str = ""
     version: str = ""
     sinks: list[str] = field(default_factory=list)
+    hooks: list[str] = field(default_factory=list)
     error: str = ""
+    disabled: bool = False
+
+    @property
+    def status(self) -> str:
+        return "disabled" if self.disabled else "error" if self.error else "ok"
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 class Plugins:
@@ -47,86 +66,196 @@ class Plugins:
         self.pm = pm
         self.infos: dict[str, PluginInfo] = {}
         self.errors: list[str] = []
+        #: Wall time spent discovering and importing entry points (a cold-start cost).
+        self.load_ms = 0.0
+        self._order: list[str] = []
         self._factories: dict[str, SinkFactory] = {}
         self._owners: dict[str, str] = {}
         self._collected = False
 
     # -- registration -------------------------------------------------------------------
-    def register(self, plugin: Any, name: str, info: PluginInfo | None = None) -> None:
-        """Register one plugin object (module or class instance) under ``name``."""
+    def register(self, plugin: Any, name: str, info: PluginInfo | None = None) -> bool:
+        """Register one plugin object (module or class instance) under ``name``.
+
+        Returns False (and reports why) when pluggy refuses it: an implementation whose
+        arguments are not in the hook's spec, a name already taken, a blocked name.
+        """
+        info = info or PluginInfo(name, getattr(plugin, "__name__", type(plugin).__name__))
+        if self.pm.is_blocked(name):
+            info.disabled = True
+            self.infos[name] = info
+            return False
         try:
             self.pm.register(plugin, name=name)
-        except Exception as exc:  # pluggy validation errors, duplicate names
-            self._fail(info or PluginInfo(name, getattr(plugin, "__name__", repr(plugin))), exc)
-            return
-        self.infos[name] = info or PluginInfo(name, getattr(plugin, "__name__", type(plugin).__name__))
+        except pluggy.PluginValidationError as exc:
+            self._fail(info, exc, "has an invalid hook implementation")
+            return False
+        except Exception as exc:  # duplicate plugin names or objects
+            self._fail(info, exc)
+            return False
+        info.hooks = sorted(set(self._hook_names(plugin)))
+        self.infos[name] = info
+        self._order.append(name)
+        return True
+
+    def _hook_names(self, plugin: Any) -> Iterable[str]:
+        for caller in self.pm.get_hookcallers(plugin) or ():
+            yield caller.name
 
     def load_entry_points(self, disabled: Iterable[str] = ()) -> None:
         """Load the ``capture_ext`` entry-point group; built-ins come first."""
-        blocked = set(disabled)
+        started = time.perf_counter()
+        blocked = {_normalise(name) for name in disabled}
         entry_points = sorted(
             importlib.metadata.entry_points(group=ENTRY_POINT_GROUP),
-            key=lambda ep: (not ep.name.startswith("builtin_"), ep.name),
+            key=lambda ep: (not ep.name.startswith(BUILTIN_PREFIX), ep.name),
         )
-        seen: set[str] = set()
+        seen: dict[str, str] = {}
         for ep in entry_points:
-            if ep.name in seen:  # the same distribution visible twice on sys.path
-                continue
-            seen.add(ep.name)
             dist = ep.dist
-            info = PluginInfo(ep.name, ep.value, dist.name if dist else "", dist.version if dist else "")
-            if ep.name in blocked:
+            dist_name = dist.name if dist else ""
+            info = PluginInfo(ep.name, ep.value, dist_name, dist.version if dist else "")
+            if ep.name in seen:
+                if _normalise(seen[ep.name]) != _normalise(dist_name):
+                    self._fail(
+                        info,
+                        PluginError(
+                            f"the entry-point name is already used by distribution {seen[ep.name]!r}; "
+                            f"uninstall or disable one of them"
+                        ),
+                        "was not loaded",
+                        record=False,
+                    )
+                continue  # else: the same distribution visible twice on sys.path
+            seen[ep.name] = dist_name
+            if _normalise(ep.name) in blocked or (dist_name and _normalise(dist_name) in blocked):
                 logger.info("plugin %s is disabled by CAPTURE_DISABLED_PLUGINS", ep.name)
                 self.pm.set_blocked(ep.name)
+                info.disabled = True
+                self.infos[ep.name] = info
                 continue
             try:
                 plugin = ep.load()
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:  # a plugin's sys.exit() must not end the extension
                 self._fail(info, exc, "failed to import")
                 continue
             self.register(plugin, ep.name, info)
+        self.load_ms = (time.perf_counter() - started) * 1000
+        logger.debug("loaded %d plugin entry points in %.1f ms", len(seen), self.load_ms)
 
-    def _fail(self, info: PluginInfo, exc: BaseException, what: str = "failed to register") -> None:
+    def check_pending(self) -> None:
+        """Unregister plugins that implement hooks with no spec (typos, removed hooks).
+
+        pluggy's own ``check_pending()`` raises on the first one; here each offender is
+        reported with a suggestion and dropped, and the others keep working.
+        """
+        known = sorted(
+            name for name, caller in vars(self.pm.hook).items() if not name.startswith("_") and caller.has_spec()
+        )
+        for hook_name, caller in list(vars(self.pm.hook).items()):
+            if hook_name.startswith("_") or caller.has_spec():
+                continue
+            for impl in caller.get_hookimpls():
+                if impl.optionalhook:
+                    continue
+                close = difflib.get_close_matches(hook_name, known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; known hooks: {', '.join(known)}"
+                info = self.infos.get(impl.plugin_name) or PluginInfo(impl.plugin_name, impl.plugin_name)
+                self._fail(info, PluginError(f"unknown hook {hook_name!r}{hint}"), "is not loaded")
+                self._unregister(impl.plugin_name)
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:  # pragma: no cover - belt and braces
+            self.errors.append(f"plugin validation failed: {exc}")
+            logger.error("plugin validation failed: %s", exc)
+
+    def _unregister(self, name: str) -> None:
+        if self.pm.get_plugin(name) is not None:
+            self.pm.unregister(name=name)
+        if name in self._order:
+            self._order.remove(name)
+
+    def _fail(
+        self, info: PluginInfo, exc: BaseException, what: str = "failed to register", *, record: bool = True
+    ) -> None:
         info.error = f"{type(exc).__name__}: {exc}"
-        self.infos[info.name] = info
-        message = f"plugin {info.name!r} ({info.module}) {what}: {info.error}"
+        if record:
+            self.infos[info.name] = info
+        origin = f"{info.module}" + (f" from {info.distribution} {info.version}" if info.distribution else "")
+        message = f"plugin {info.name!r} ({origin}) {what}: {info.error}"
         self.errors.append(message)
         logger.error("%s; the extension continues without it", message)
 
     # -- hooks ----------------------------------------------------------------------------
     def sink_factories(self) -> dict[str, SinkFactory]:
-        """Call ``capture_register_sinks`` on every plugin once and return name -> factory."""
+        """Call ``capture_register_sinks`` on every plugin once and return name -> factory.
+
+        Plugins are asked in registration order (built-ins first), so on a name clash the
+        earlier plugin keeps the name. Each plugin is called on its own: one that raises
+        loses only the sinks it had not registered yet.
+        """
         if self._collected:
             return dict(self._factories)
         self._collected = True
-        for impl in reversed(self.pm.hook.capture_register_sinks.get_hookimpls()):
-            plugin_name = impl.plugin_name
+        rank = {name: i for i, name in enumerate(self._order)}
+        impls = sorted(
+            self.pm.hook.capture_register_sinks.get_hookimpls(),
+            key=lambda impl: rank.get(impl.plugin_name, len(rank)),
+        )
+        for impl in impls:
+            owner = impl.plugin_name
+            info = self.infos.setdefault(owner, PluginInfo(owner, getattr(impl.plugin, "__name__", owner)))
+            if impl.hookwrapper or impl.wrapper:
+                self._fail(info, PluginError("capture_register_sinks cannot be a wrapper"), "is ignored")
+                continue
 
-            def register(name: str, factory: SinkFactory, _owner: str = plugin_name) -> None:
+            def register(name: str, factory: SinkFactory, _owner: str = owner) -> None:
                 self._add_factory(name, factory, _owner)
 
+            kwargs: dict[str, Any] = {"register": register}
             try:
-                impl.function(register=register)
-            except PluginError as exc:
-                self.errors.append(str(exc))
-                logger.error("%s", exc)
-            except Exception as exc:
-                self._fail(self.infos.get(plugin_name, PluginInfo(plugin_name, plugin_name)), exc)
+                impl.function(*(kwargs[arg] for arg in impl.argnames))
+            except (Exception, SystemExit) as exc:
+                self._fail(info, exc, "raised in capture_register_sinks")
         return dict(self._factories)
 
     def _add_factory(self, name: str, factory: SinkFactory, owner: str) -> None:
-        if not isinstance(name, str) or not name or not callable(factory):
-            raise PluginError(f"plugin {owner!r} called register() with an invalid name or factory: {name!r}")
-        if name in self._factories:
-            raise PluginError(
-                f"sink name {name!r} is registered by two plugins: {self._owners[name]!r} and {owner!r}; "
-                f"disable one with CAPTURE_DISABLED_PLUGINS"
+        info = self.infos[owner]
+        if not isinstance(name, str) or not SINK_NAME.match(name):
+            self._fail(
+                info,
+                PluginError(f"invalid sink name {name!r}: use lower-case letters, digits and '_'"),
+                "registered a sink badly",
             )
+            return
+        if not callable(factory):
+            self._fail(info, PluginError(f"the factory for sink {name!r} is not callable"), "registered a sink badly")
+            return
+        if name in self._factories:
+            first = self._owners[name]
+            message = (
+                f"sink name {name!r} is registered by two plugins: {first!r} "
+                f"({self.describe(first)}) and {owner!r} ({self.describe(owner)}); "
+                f"{first!r} keeps it; disable one with CAPTURE_DISABLED_PLUGINS"
+            )
+            self.errors.append(message)
+            logger.error("%s", message)
+            info.error = info.error or f"PluginError: {message}"
+            return
         self._factories[name] = factory
         self._owners[name] = owner
-        self.infos.setdefault(owner, PluginInfo(owner, owner)).sinks.append(name)
+        info.sinks.append(name)
+
+    def describe(self, plugin_name: str) -> str:
+        """``module from distribution version`` for messages."""
+        info = self.infos.get(plugin_name)
+        if info is None:
+            return plugin_name
+        return info.module + (f" from {info.distribution} {info.version}" if info.distribution else "")
 
     def sink_owner(self, name: str) -> str:
+        """The plugin that registered sink ``name`` ("" when none did)."""
+        self.sink_factories()
         return self._owners.get(name, "")
 
     def prepare_record(self, record: dict[str, Any]) -> None:
@@ -139,11 +268,18 @@ class Plugins:
 
 
 def get_plugin_manager(load_entrypoints: bool = True, disabled: Iterable[str] = ()) -> Plugins:
-    """Build the plugin manager; tests pass ``load_entrypoints=False`` and register explicitly."""
+    """Build the plugin manager; tests pass ``load_entrypoints=False`` and register explicitly.
+
+    Plugins registered later through :meth:`Plugins.register` should be followed by
+    :meth:`Plugins.check_pending` to drop any with unknown hooks.
+    """
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
     plugins = Plugins(pm)
     if load_entrypoints:
         plugins.load_entry_points(disabled)
-    pm.check_pending()
+    else:
+        for name in disabled:
+            pm.set_blocked(name)
+    plugins.check_pending()
     return plugins
