@@ -1,0 +1,124 @@
+"""What the two S3 sinks share: partitioning a batch, one PutObject per partition, classification.
+
+A batch is split by the Hive partition of each record's ``captured_at``; each part becomes one
+object whose key is derived from the batch id, so a retry overwrites rather than duplicates.
+When some parts fail, only their records are reported in ``failed_ids``: the dispatcher's
+retry resends exactly those, and they land under the same keys with the same content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from capture_ext.core.config import ConfigError, Settings
+from capture_ext.models import Batch, Outcome, Record, SinkContext, WriteResult
+from capture_ext.sinks._aws import ErrorReporter, LazyClient, error_code
+from capture_ext.sinks._layout import group_by_partition, object_key
+
+#: Objects of one batch uploaded at once; a batch rarely spans more than two hours.
+MAX_CONCURRENT_PUTS = 8
+
+
+class S3Sink:
+    """Base of ``s3_jsonl`` and ``s3_parquet``: subclasses only say how to encode records."""
+
+    #: ``jsonl`` or ``parquet``: the layout folder under the prefix.
+    fmt = ""
+    extension = ""
+    content_type = "application/octet-stream"
+
+    def __init__(self, ctx: SinkContext) -> None:
+        settings = ctx.settings or Settings.from_env(ctx.env)
+        if not settings.s3_bucket:
+            raise ConfigError(f"sink {ctx.name!r} needs CAPTURE_S3_BUCKET (the bucket to write to); it is unset")
+        self.name = ctx.name
+        self.bucket = settings.s3_bucket
+        self.prefix = settings.s3_prefix.strip("/")
+        self.function_name = ctx.function_name or settings.function_name
+        self.logger = ctx.logger
+        self.client = LazyClient("s3", ctx.env, ctx.region or settings.region, "S3")
+        self.errors = ErrorReporter(ctx.name, ctx.logger)
+        self.stats = {"objects": 0, "records": 0, "bytes": 0}
+        self._settings = settings
+
+    def encode(self, records: Sequence[Record]) -> bytes:
+        raise NotImplementedError
+
+    def key_for(self, partition: str, batch_id: str) -> str:
+        return object_key(self.prefix, self.fmt, partition, batch_id, self.extension)
+
+    async def start(self) -> None:
+        """Nothing to do: the client opens on the first batch, so an idle function pays nothing."""
+
+    async def write_batch(self, batch: Batch) -> WriteResult:
+        if self.client.closed:
+            return WriteResult.fatal(f"{self.name}: write_batch after close()")
+        if not batch.records:
+            return WriteResult.ok()
+        try:
+            client = await self.client.get()
+        except Exception as exc:
+            return self.errors.result(exc, action="s3:PutObject", resource=self._resource())
+        groups = group_by_partition(batch.records, self.function_name)
+        gate = asyncio.Semaphore(MAX_CONCURRENT_PUTS)
+        outcomes = await asyncio.gather(
+            *(
+                self._put(client, gate, self.key_for(partition, batch.batch_id), records, batch.batch_id)
+                for partition, records in groups.items()
+            )
+        )
+        failed = [(records, result) for records, result in zip(groups.values(), outcomes, strict=True) if result]
+        if not failed:
+            return WriteResult.ok()
+        fatal = next((r for _, r in failed if r.outcome is Outcome.FATAL), None)
+        if fatal is not None:
+            return fatal
+        first = failed[0][1]
+        if len(failed) == len(groups):
+            return WriteResult.retryable(first.error or "PutObject failed", (), first.retry_after_s)
+        ids = [str(r.get("inference_id")) for records, _ in failed for r in records]
+        if any(r.get("inference_id") is None for records, _ in failed for r in records):
+            ids = []  # a record without an id cannot be named: resend the whole batch
+        return WriteResult.retryable(first.error or "PutObject failed", ids, first.retry_after_s)
+
+    async def _put(
+        self, client: Any, gate: asyncio.Semaphore, key: str, records: list[Record], batch_id: str
+    ) -> WriteResult | None:
+        """Upload one partition; None on success, else the classified failure."""
+        async with gate:
+            try:
+                body = await asyncio.to_thread(self.encode, records)
+            except Exception as exc:  # an encoder bug must not masquerade as an AWS error
+                self.logger.exception("%s: could not encode %d records for %s", self.name, len(records), key)
+                return WriteResult.fatal(f"{self.name}: encoding failed: {type(exc).__name__}: {exc}")
+            try:
+                await client.put_object(
+                    Bucket=self.bucket,
+                    Key=key,
+                    Body=body,
+                    ContentType=self.content_type,
+                    Metadata={"batch-id": batch_id, "records": str(len(records))},
+                )
+            except Exception as exc:
+                return self.errors.result(exc, action="s3:PutObject", resource=self._resource(), hint=self._hint(exc))
+        self.stats["objects"] += 1
+        self.stats["records"] += len(records)
+        self.stats["bytes"] += len(body)
+        return None
+
+    def _resource(self) -> str:
+        path = f"{self.prefix}/{self.fmt}/*" if self.prefix else f"{self.fmt}/*"
+        return f"arn:aws:s3:::{self.bucket}/{path}"
+
+    def _hint(self, exc: BaseException) -> str:
+        code, _ = error_code(exc)
+        if code == "NoSuchBucket":
+            return f"bucket {self.bucket!r} does not exist (create it, or fix CAPTURE_S3_BUCKET)"
+        if code in {"PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"}:
+            return f"bucket {self.bucket!r} is in another Region than {self._settings.region!r}"
+        return ""
+
+    async def close(self, timeout_s: float) -> None:
+        await self.client.close(timeout_s)

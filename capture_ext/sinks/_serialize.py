@@ -1,0 +1,131 @@
+"""Record encodings shared by the AWS sinks: JSON Lines (capture or SageMaker schema), gzip,
+visible truncation for size-capped services. The Parquet encoding lives in ``_parquet.py``
+because it needs pyarrow.
+
+Output is deterministic (sorted nothing, gzip ``mtime=0``): the same batch always gives the
+same bytes, so a retried object is byte-identical to the first attempt.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from capture_ext.models import Record
+
+#: gzip level 6 is zlib's default: ~3x faster than 9 for a ~2% larger object on JSON text.
+GZIP_LEVEL = 6
+#: Envelope fields kept verbatim when a record has to be truncated.
+ENVELOPE_FIELDS = (
+    "inference_id",
+    "request_id",
+    "model",
+    "timestamp",
+    "latency_ms",
+    "function_name",
+    "function_version",
+    "environment_id",
+    "captured_at",
+    "sequence",
+)
+_EVENT_NAMESPACE = uuid.UUID("6f1c1a52-6c1e-4c4b-9a59-2f0f3c9a1d10")
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON bytes; orjson when it can, the standard library for what orjson refuses.
+
+    orjson rejects integers beyond 64 bits and non-string keys; a record that valid JSON
+    produced can still contain a huge integer, and it must not be lost for that.
+    """
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+
+
+def jsonl(lines: Iterable[Any]) -> bytes:
+    """Newline-terminated JSON Lines."""
+    return b"".join(dumps(line) + b"\n" for line in lines)
+
+
+def gzip_bytes(data: bytes, level: int = GZIP_LEVEL) -> bytes:
+    return gzip.compress(data, compresslevel=level, mtime=0)
+
+
+def model_fields(record: Record) -> tuple[str | None, str | None]:
+    """(name, version) of the record's model, whatever shape the client sent."""
+    model = record.get("model")
+    if isinstance(model, dict):
+        name, version = model.get("name"), model.get("version")
+        return (None if name is None else str(name), None if version is None else str(version))
+    if model is None:
+        return None, None
+    return str(model), None
+
+
+def event_id(record: Record) -> str:
+    """A stable UUID for one captured event: the same record gives the same id on every retry."""
+    key = f"{record.get('environment_id', '')}/{record.get('sequence', '')}/{record.get('inference_id', '')}"
+    return str(uuid.uuid5(_EVENT_NAMESPACE, key))
+
+
+def sagemaker_record(record: Record) -> dict[str, Any]:
+    """One line of the SageMaker Data Capture schema (``eventVersion`` "0").
+
+    ``data`` holds the JSON text of the payload with ``encoding`` JSON, which is what SageMaker
+    writes for ``application/json`` traffic listed in ``JsonContentTypes``; Model Monitor's
+    analyzers parse it back. Fields SageMaker has no place for (model, latency, metadata) are
+    not written: use the default ``capture`` format when they matter.
+    """
+    capture: dict[str, Any] = {}
+    for field, name, mode in (("input", "endpointInput", "INPUT"), ("output", "endpointOutput", "OUTPUT")):
+        if record.get(field) is not None:
+            capture[name] = {
+                "observedContentType": "application/json",
+                "mode": mode,
+                "data": dumps(record[field]).decode(),
+                "encoding": "JSON",
+            }
+    metadata: dict[str, Any] = {
+        "eventId": event_id(record),
+        "inferenceTime": record.get("timestamp") or record.get("captured_at"),
+    }
+    if record.get("inference_id"):
+        metadata["inferenceId"] = str(record["inference_id"])
+    return {"captureData": capture, "eventMetadata": metadata, "eventVersion": "0"}
+
+
+def encode_jsonl_gz(records: Iterable[Record], fmt: str = "capture") -> bytes:
+    """The body of one ``.jsonl.gz`` object."""
+    lines: Iterable[Any] = (sagemaker_record(r) for r in records) if fmt == "sagemaker" else records
+    return gzip_bytes(jsonl(lines))
+
+
+def fit(record: Record, data: bytes, limit: int) -> tuple[bytes, bool]:
+    """``data`` (the record's JSON) if it fits in ``limit`` bytes, else a visibly truncated stand-in.
+
+    The stand-in is still one JSON object: the envelope fields, ``"truncated": true``, the
+    original size and as much of the original JSON text as fits in ``payload_prefix``. A
+    consumer can find every truncated record with one filter, and nothing vanishes silently.
+    """
+    if len(data) <= limit:
+        return data, False
+    stub: dict[str, Any] = {k: record.get(k) for k in ENVELOPE_FIELDS if k in record}
+    stub.update(truncated=True, original_bytes=len(data), payload_prefix="")
+    budget = limit - len(dumps(stub))
+    if budget <= 0:
+        stub = {"inference_id": record.get("inference_id"), "truncated": True, "original_bytes": len(data)}
+        return dumps(stub)[:limit], True
+    text = data[:budget].decode("utf-8", "ignore")
+    while True:
+        stub["payload_prefix"] = text
+        encoded = dumps(stub)
+        if len(encoded) <= limit:
+            return encoded, True
+        # JSON escaping grew the text (quotes, backslashes, control characters): cut the excess.
+        text = text[: max(len(text) - (len(encoded) - limit) - 1, 0)]
