@@ -2,3 +2,55 @@
 
 Use it with ``pytest_plugins = ["capture_ext.testing.pytest_plugin"]`` in a ``conftest.py``.
 """
+
+# -- local AWS (moto server mode) -------------------------------------------------------------
+# moto and boto3 are imported inside the fixtures, so loading this plugin stays cheap for
+# test runs that never touch AWS.
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from capture_ext.testing.aws import AwsHelper, MotoServer
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator["MotoServer"]:
+    """One moto server (S3, CloudWatch Logs, Firehose, ...) on a free loopback port per session."""
+    from capture_ext.testing.aws import MotoServer
+
+    server = MotoServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def moto_reset(moto_server: "MotoServer") -> "MotoServer":
+    """Empty the moto server before the test; make it autouse in your conftest if you like."""
+    moto_server.reset()
+    return moto_server
+
+
+@pytest.fixture
+def aws_env(moto_reset: "MotoServer", monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Point botocore at a fresh moto: AWS_ENDPOINT_URL, dummy credentials, us-east-1.
+
+    Returns the variables set (also usable as a sink's ``SinkContext.env``).
+    """
+    env = moto_reset.env()
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+@pytest.fixture
+def aws(aws_env: dict[str, str]) -> "AwsHelper":
+    """Create buckets/log groups/delivery streams and read back what a sink wrote."""
+    from capture_ext.testing.aws import AwsHelper
+
+    return AwsHelper(aws_env["AWS_ENDPOINT_URL"], aws_env["AWS_REGION"])
