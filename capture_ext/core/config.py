@@ -159,6 +159,13 @@ VARIABLES: tuple[Variable, ...] = (
         "5 MiB",
     ),
     Variable(
+        "CAPTURE_FLUSH_TIMEOUT_S",
+        "2",
+        "Longest a flush after an invoke may take (billed time); what is left waits for the next flush.",
+        _non_negative_float,
+        "flush_timeout_s",
+    ),
+    Variable(
         "CAPTURE_BUFFER_MAX_BYTES",
         str(64 * MIB),
         "Hard bound on the record bytes held in memory.",
@@ -249,6 +256,7 @@ class Settings:
     flush_interval_s: float = 60.0
     flush_max_records: int = 1000
     flush_max_bytes: int = 5 * MIB
+    flush_timeout_s: float = 2.0
     buffer_max_bytes: int = 64 * MIB
     max_record_bytes: int = 1 * MIB
     max_request_bytes: int = 6 * MIB

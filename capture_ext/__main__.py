@@ -1,0 +1,60 @@
+"""``python -m capture_ext``: run the capture extension (what /opt/extensions/capture-ext starts).
+
+Start-up is the function's cold start, so this module imports as little as possible before
+registering with the Extensions API; sinks import their SDKs on first use.
+"""
+
+from __future__ import annotations
+
+import time
+
+STARTED_AT = time.monotonic()
+
+import argparse  # noqa: E402 - the start time is taken before any import on purpose
+import asyncio  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m capture_ext",
+        description="Run the capture-ext Lambda extension. Needs AWS_LAMBDA_RUNTIME_API; "
+        "configured through CAPTURE_* environment variables (docs/configuration.md).",
+    )
+    parser.add_argument(
+        "--name",
+        default="capture-ext",
+        help="extension name to register (Lambda requires the launcher's file name; default: %(default)s)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from capture_ext.core.config import Settings
+    from capture_ext.core.lifecycle import Extension, install_signal_handlers
+
+    settings = Settings.from_env()
+    logging.basicConfig(
+        level=settings.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s [capture-ext] %(levelname)s %(name)s: %(message)s",
+    )
+    extension = Extension(settings, name=args.name, started_at=STARTED_AT)
+
+    async def run() -> int:
+        task = asyncio.current_task()
+        if task is not None:
+            install_signal_handlers(asyncio.get_running_loop(), task)
+        try:
+            return await extension.run()
+        except asyncio.CancelledError:
+            logging.getLogger("capture_ext").warning("stopped by a signal outside a SHUTDOWN event")
+            return 1
+
+    return asyncio.run(run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

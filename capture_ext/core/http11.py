@@ -1,0 +1,211 @@
+"""A small HTTP/1.1 server and client on asyncio streams, with h11 doing the protocol work.
+
+Why not aiohttp: it costs about 200 ms to import, and the extension's start-up is the function's
+cold start. h11 is a pure-Python HTTP/1.1 state machine (a few ms to import) that handles the
+parsing edge cases; this module only adds sockets, limits and timeouts around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import h11
+
+logger = logging.getLogger(__name__)
+
+MAX_HEAD_BYTES = 16 * 1024
+READ_CHUNK = 256 * 1024
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class _Closed(Exception):
+    """The peer went away or was too slow; the connection is finished."""
+
+
+async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader, timeout: float | None) -> object:
+    while True:
+        event = conn.next_event()
+        if event is not h11.NEED_DATA:
+            return event
+        try:
+            async with asyncio.timeout(timeout):
+                data = await reader.read(READ_CHUNK)
+        except (TimeoutError, ConnectionError) as exc:
+            raise _Closed from exc
+        conn.receive_data(data)
+
+
+async def _send(conn: h11.Connection, writer: asyncio.StreamWriter, response: Response) -> None:
+    headers = [
+        ("content-type", response.content_type),
+        ("content-length", str(len(response.body))),
+        *response.headers,
+    ]
+    data = conn.send(h11.Response(status_code=response.status, headers=headers))
+    data += conn.send(h11.Data(data=response.body)) or b""
+    data += conn.send(h11.EndOfMessage()) or b""
+    writer.write(data)
+    await writer.drain()
+
+
+def _error(status: int, message: str) -> Response:
+    import json
+
+    return Response(status, json.dumps({"error": message}).encode(), headers=[("connection", "close")])
+
+
+class HTTPServer:
+    """Serves one ``handler`` on a TCP socket with body and time limits."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        max_body_bytes: int,
+        idle_timeout_s: float = 30.0,
+        body_timeout_s: float = 10.0,
+    ) -> None:
+        self.handler = handler
+        self.max_body_bytes = max_body_bytes
+        self.idle_timeout_s = idle_timeout_s
+        self.body_timeout_s = body_timeout_s
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen on ``host:port`` (port 0 picks a free one) and return the port."""
+        self._server = await asyncio.start_server(self._serve, host, port, limit=READ_CHUNK)
+        sockname = self._server.sockets[0].getsockname()
+        return int(sockname[1])
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        if self._connections:
+            await asyncio.gather(*self._connections, return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+        try:
+            while await self._one_exchange(conn, reader, writer):
+                conn.start_next_cycle()
+        except _Closed:
+            pass
+        except h11.RemoteProtocolError as exc:
+            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                with contextlib.suppress(Exception):
+                    await _send(conn, writer, _error(exc.error_status_hint, f"malformed HTTP request: {exc}"))
+        except (ConnectionError, h11.LocalProtocolError):
+            pass
+        finally:
+            if task is not None:
+                self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _one_exchange(
+        self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        event = await _next_event(conn, reader, self.idle_timeout_s)
+        if isinstance(event, h11.ConnectionClosed):
+            return False
+        if not isinstance(event, h11.Request):
+            return False
+        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in event.headers}
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await _send(
+                conn, writer, _error(413, f"body of {declared} bytes is over the {self.max_body_bytes}-byte limit")
+            )
+            return False
+        body = bytearray()
+        while True:
+            part = await _next_event(conn, reader, self.body_timeout_s)
+            if isinstance(part, h11.Data):
+                body += part.data
+                if len(body) > self.max_body_bytes:
+                    await _send(conn, writer, _error(413, f"body is over the {self.max_body_bytes}-byte limit"))
+                    return False
+            elif isinstance(part, h11.EndOfMessage):
+                break
+            else:
+                return False
+        request = Request(event.method.decode("ascii"), event.target.decode("latin-1"), headers, bytes(body))
+        try:
+            response = await self.handler(request)
+        except Exception:
+            logger.exception("internal error while handling %s %s", request.method, request.path)
+            response = _error(500, "internal error")
+        await _send(conn, writer, response)
+        return conn.our_state is h11.DONE and conn.their_state is h11.DONE
+
+
+async def request(
+    host: str,
+    port: int,
+    method: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+    timeout: float | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 request on a fresh connection; ``timeout=None`` waits forever (long polls)."""
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection(host, port, limit=READ_CHUNK)
+        try:
+            conn = h11.Connection(h11.CLIENT)
+            all_headers = [("host", f"{host}:{port}"), ("content-length", str(len(body))), ("connection", "close")]
+            all_headers += list((headers or {}).items())
+            data = conn.send(h11.Request(method=method, target=path, headers=all_headers)) or b""
+            data += conn.send(h11.Data(data=body)) or b"" if body else b""
+            data += conn.send(h11.EndOfMessage()) or b""
+            writer.write(data)
+            await writer.drain()
+            response = await _next_event(conn, reader, None)
+            if not isinstance(response, h11.Response):
+                raise ConnectionError(f"unexpected HTTP event {response!r}")
+            chunks = bytearray()
+            while True:
+                part = await _next_event(conn, reader, None)
+                if isinstance(part, h11.Data):
+                    chunks += part.data
+                elif isinstance(part, h11.EndOfMessage | h11.ConnectionClosed):
+                    break
+            response_headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in response.headers}
+            return response.status_code, response_headers, bytes(chunks)
+        except _Closed as exc:
+            raise ConnectionError("connection closed before the response was complete") from exc
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()

@@ -1,0 +1,190 @@
+"""Where records enter the extension: validation, plugin hooks, enrichment and buffering.
+
+Both transports end here: the HTTP endpoint (any runtime) and the Unix socket (the Python
+client's fast path). HTTP requests are all-or-nothing; socket lines are independent, because a
+fire-and-forget sender cannot be told that one of its lines was refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from capture_ext.core.buffer import RecordBuffer
+from capture_ext.core.http11 import Request, Response
+from capture_ext.core.ledger import Ledger
+from capture_ext.core.records import Enricher, RecordError, normalize, parse_body
+
+logger = logging.getLogger(__name__)
+
+CONTROL_KEY = "_capture_ext"
+PrepareHook = Callable[[dict[str, Any]], None]
+
+
+def _json(status: int, payload: dict[str, Any]) -> Response:
+    return Response(status, orjson.dumps(payload))
+
+
+class Ingest:
+    """Accepts records into the buffer, counting each one."""
+
+    def __init__(
+        self,
+        buffer: RecordBuffer,
+        ledger: Ledger,
+        enricher: Enricher,
+        max_record_bytes: int,
+        prepare: PrepareHook | None = None,
+        on_handler_done: Callable[[str], None] | None = None,
+        health: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.buffer = buffer
+        self.ledger = ledger
+        self.enricher = enricher
+        self.max_record_bytes = max_record_bytes
+        self.prepare = prepare
+        self.on_handler_done = on_handler_done
+        self.health = health
+        #: Called after records are buffered (the spool and tests listen here).
+        self.listeners: list[Callable[[list[dict[str, Any]]], None]] = []
+
+    # -- the shared path -----------------------------------------------------------------------
+    def accept(self, records: list[dict[str, Any]]) -> int:
+        """Buffer already-normalised records; returns how many the memory bound let in."""
+        kept: list[dict[str, Any]] = []
+        for record in records:
+            self.ledger.received += 1
+            if self.prepare is not None:
+                try:
+                    self.prepare(record)
+                except Exception as exc:
+                    self.ledger.dropped["prepare_error"] += 1
+                    logger.warning("capture_prepare_record raised %s; record dropped", type(exc).__name__)
+                    continue
+            self.enricher.enrich(record)
+            size = len(orjson.dumps(record, default=str))
+            if not self.buffer.add(record, size):
+                self.ledger.dropped["buffer_full"] += 1
+                continue
+            kept.append(record)
+        for listener in self.listeners:
+            listener(kept)
+        return len(kept)
+
+    # -- HTTP ----------------------------------------------------------------------------------
+    async def handle_http(self, request: Request) -> Response:
+        path = request.path.split("?", 1)[0]
+        if path == "/v1/records":
+            if request.method != "POST":
+                return Response(405, orjson.dumps({"error": "use POST /v1/records"}), headers=[("allow", "POST")])
+            return self._post_records(request)
+        if path == "/v1/health":
+            if request.method not in {"GET", "HEAD"}:
+                return Response(405, orjson.dumps({"error": "use GET /v1/health"}), headers=[("allow", "GET")])
+            return _json(200, self.health() if self.health else {"status": "ok"})
+        return _json(404, {"error": f"no route {path!r}: use POST /v1/records or GET /v1/health"})
+
+    def _post_records(self, request: Request) -> Response:
+        content_type = request.headers.get("content-type", "application/json")
+        try:
+            raw = parse_body(request.body, content_type, self.max_record_bytes)
+            records = [normalize(item, index if len(raw) > 1 else None) for index, item in enumerate(raw)]
+        except RecordError as exc:
+            self.ledger.rejected[_reason(exc.status)] += 1
+            return _json(exc.status, {"error": str(exc)})
+        accepted = self.accept(records)
+        if accepted < len(records):
+            return _json(
+                503,
+                {
+                    "error": "capture buffer is full; records were not kept",
+                    "accepted": accepted,
+                    "dropped": len(records) - accepted,
+                },
+            )
+        return _json(202, {"accepted": accepted})
+
+    # -- Unix socket ---------------------------------------------------------------------------
+    def accept_line(self, line: bytes) -> None:
+        """One NDJSON line from the fast path: a record or a control message."""
+        if len(line) > self.max_record_bytes:
+            self.ledger.rejected["too_large"] += 1
+            logger.warning("socket record of %d bytes is over CAPTURE_MAX_RECORD_BYTES; refused", len(line))
+            return
+        try:
+            raw = orjson.loads(line)
+            if isinstance(raw, dict) and CONTROL_KEY in raw:
+                self._control(raw)
+                return
+            if not isinstance(raw, dict):
+                raise RecordError(f"expected a JSON object, got {type(raw).__name__}")
+            record = normalize(raw)
+        except (orjson.JSONDecodeError, RecordError) as exc:
+            self.ledger.rejected["invalid"] += 1
+            logger.warning("socket record refused: %s", exc)
+            return
+        self.accept([record])
+
+    def _control(self, message: dict[str, Any]) -> None:
+        done = message.get(CONTROL_KEY) == "done" and isinstance(message.get("request_id"), str)
+        if done and self.on_handler_done is not None:
+            self.on_handler_done(message["request_id"])
+
+
+def _reason(status: int) -> str:
+    return {413: "too_large", 415: "unsupported_media_type"}.get(status, "invalid")
+
+
+class _LineProtocol(asyncio.Protocol):
+    """Splits a byte stream into lines without copying more than needed."""
+
+    def __init__(self, ingest: Ingest, limit: int) -> None:
+        self.ingest = ingest
+        self.limit = limit
+        self.pending = bytearray()
+        self.discarding = False
+
+    def data_received(self, data: bytes) -> None:
+        self.pending += data
+        start = 0
+        while True:
+            end = self.pending.find(b"\n", start)
+            if end < 0:
+                break
+            if self.discarding:
+                self.discarding = False
+            elif end > start:
+                self.ingest.accept_line(bytes(self.pending[start:end]))
+            start = end + 1
+        del self.pending[:start]
+        if len(self.pending) > self.limit:
+            # An endless line: refuse it and skip to the next newline instead of growing forever.
+            self.ingest.ledger.rejected["too_large"] += 1
+            self.pending.clear()
+            self.discarding = True
+
+    def eof_received(self) -> bool | None:
+        if self.pending and not self.discarding:
+            self.ingest.ledger.rejected["truncated"] += 1
+        self.pending.clear()
+        return None
+
+
+async def start_socket_server(ingest: Ingest, path: str) -> asyncio.AbstractServer:
+    """Listen on a Unix stream socket readable and writable by this user only."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    loop = asyncio.get_running_loop()
+    old_umask = os.umask(0o177)
+    try:
+        server = await loop.create_unix_server(lambda: _LineProtocol(ingest, ingest.max_record_bytes + 1), path)
+    finally:
+        os.umask(old_umask)
+    return server

@@ -1,0 +1,146 @@
+"""Clients for the Lambda Extensions API (2020-01-01) and Telemetry API (2022-07-01).
+
+See ``shared/reference/lambda-protocol.md`` §1–2. ``/next`` is a long poll with no client timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from capture_ext.core import http11
+
+logger = logging.getLogger(__name__)
+
+EXTENSION_API = "/2020-01-01/extension"
+TELEMETRY_API = "/2022-07-01/telemetry"
+SANDBOX_HOST = "sandbox.localdomain"
+
+
+class LambdaAPIError(RuntimeError):
+    """The Lambda API refused a call; after this the extension must exit."""
+
+    def __init__(self, call: str, status: int, body: bytes) -> None:
+        super().__init__(f"{call} failed with HTTP {status}: {body[:500].decode('utf-8', 'replace')}")
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    extension_id: str
+    function_name: str
+    function_version: str
+    handler: str
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An INVOKE or SHUTDOWN event from ``/next``."""
+
+    event_type: str
+    deadline_ms: int
+    request_id: str = ""
+    shutdown_reason: str = ""
+
+    @classmethod
+    def parse(cls, body: bytes) -> Event:
+        data: dict[str, Any] = json.loads(body)
+        return cls(
+            event_type=str(data.get("eventType", "")),
+            deadline_ms=int(data.get("deadlineMs") or 0),
+            request_id=str(data.get("requestId", "")),
+            shutdown_reason=str(data.get("shutdownReason", "")),
+        )
+
+
+class ExtensionsAPI:
+    def __init__(self, runtime_api: str) -> None:
+        host, _, port = runtime_api.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"AWS_LAMBDA_RUNTIME_API={runtime_api!r} is not host:port")
+        self.host = host
+        self.port = int(port)
+        self.extension_id = ""
+
+    async def _call(
+        self, method: str, path: str, headers: dict[str, str], body: bytes = b"", timeout: float | None = 10.0
+    ) -> tuple[int, dict[str, str], bytes]:
+        return await http11.request(self.host, self.port, method, path, headers, body, timeout=timeout)
+
+    async def register(self, name: str, events: tuple[str, ...] = ("INVOKE", "SHUTDOWN")) -> Registration:
+        body = json.dumps({"events": list(events)}).encode()
+        status, headers, payload = await self._call(
+            "POST",
+            f"{EXTENSION_API}/register",
+            {"Lambda-Extension-Name": name, "Content-Type": "application/json"},
+            body,
+        )
+        if status != 200:
+            raise LambdaAPIError("register", status, payload)
+        self.extension_id = headers.get("lambda-extension-identifier", "")
+        info = json.loads(payload or b"{}")
+        return Registration(
+            self.extension_id,
+            str(info.get("functionName", "")),
+            str(info.get("functionVersion", "")),
+            str(info.get("handler", "")),
+        )
+
+    async def next_event(self) -> Event:
+        status, _, payload = await self._call(
+            "GET", f"{EXTENSION_API}/event/next", {"Lambda-Extension-Identifier": self.extension_id}, timeout=None
+        )
+        if status != 200:
+            raise LambdaAPIError("event/next", status, payload)
+        return Event.parse(payload)
+
+    async def report_error(self, phase: str, error_type: str, message: str) -> None:
+        """``phase`` is ``init`` or ``exit``; Lambda then fails the environment."""
+        body = json.dumps({"errorMessage": message, "errorType": error_type, "stackTrace": []}).encode()
+        status, _, payload = await self._call(
+            "POST",
+            f"{EXTENSION_API}/{phase}/error",
+            {
+                "Lambda-Extension-Identifier": self.extension_id,
+                "Lambda-Extension-Function-Error-Type": error_type,
+                "Content-Type": "application/json",
+            },
+            body,
+        )
+        if status != 202:
+            logger.error("%s/error answered HTTP %d: %s", phase, status, payload[:200])
+
+    async def subscribe_telemetry(self, port: int, path: str = "/telemetry") -> bool:
+        """Subscribe to ``platform`` events; False where telemetry is unavailable (RIE answers 202)."""
+        body = json.dumps(
+            {
+                "schemaVersion": "2022-07-01",
+                "types": ["platform"],
+                "buffering": {"maxItems": 1000, "maxBytes": 262144, "timeoutMs": 25},
+                "destination": {"protocol": "HTTP", "URI": f"http://{SANDBOX_HOST}:{port}{path}"},
+            }
+        ).encode()
+        status, _, payload = await self._call(
+            "PUT",
+            TELEMETRY_API,
+            {"Lambda-Extension-Identifier": self.extension_id, "Content-Type": "application/json"},
+            body,
+        )
+        if status == 200:
+            return True
+        if status == 202:
+            logger.info("Telemetry API not supported here (local emulator): using the handler-done fallback")
+            return False
+        logger.warning("telemetry subscription refused (HTTP %d: %s): using the fallback", status, payload[:200])
+        return False
+
+
+def telemetry_bind_address() -> str:
+    """The address ``sandbox.localdomain`` resolves to; loopback where it does not resolve."""
+    try:
+        return socket.gethostbyname(SANDBOX_HOST)
+    except OSError:
+        return "127.0.0.1"

@@ -1,0 +1,274 @@
+"""The extension's life on one asyncio loop: register, serve, flush after invokes, drain on SHUTDOWN.
+
+Flush policy (design §1): when an INVOKE arrives and a flush is due, wait until the runtime has
+finished that invoke (``platform.runtimeDone``, or the client's handler-done line where telemetry
+is unavailable), flush, then go back to ``/next``. When no flush is due, go straight back to
+``/next``: the invoke then costs no billed time at all. Nothing ever runs on a timer, because
+Lambda freezes the environment between invokes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from capture_ext.core.config import Settings
+from capture_ext.core.lambda_api import Event, ExtensionsAPI, LambdaAPIError, telemetry_bind_address
+
+if TYPE_CHECKING:
+    from capture_ext.core.buffer import RecordBuffer
+    from capture_ext.core.dispatcher import Dispatcher
+    from capture_ext.core.http11 import HTTPServer
+    from capture_ext.core.ingest import Ingest
+    from capture_ext.core.ledger import Ledger
+    from capture_ext.core.metrics import MetricsEmitter
+    from capture_ext.core.telemetry import RuntimeDoneTracker
+
+logger = logging.getLogger("capture_ext")
+
+
+class Extension:
+    """One extension process: owns the servers, the buffer, the dispatcher and the event loop."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        name: str = "capture-ext",
+        env: Mapping[str, str] | None = None,
+        started_at: float | None = None,
+    ) -> None:
+        self.settings = settings
+        self.name = name
+        self.env = dict(os.environ if env is None else env)
+        self.started_at = time.monotonic() if started_at is None else started_at
+        self.environment_id = uuid.uuid4().hex[:16]
+        self.api: ExtensionsAPI | None = None
+        self.telemetry_enabled = False
+        self.ready = asyncio.Event()
+        self.ready_ms = 0.0
+        self.invokes = 0
+        self.stopping = False
+        self._servers: list[Any] = []
+        # Built in _build(), after registration, so registration is not delayed by imports.
+        self.ledger: Ledger
+        self.buffer: RecordBuffer
+        self.dispatcher: Dispatcher
+        self.ingest: Ingest
+        self.tracker: RuntimeDoneTracker
+        self.metrics: MetricsEmitter | None = None
+        self.http: HTTPServer
+
+    # -- start-up ------------------------------------------------------------------------------
+    async def run(self) -> int:
+        runtime_api = self.env.get("AWS_LAMBDA_RUNTIME_API")
+        if not runtime_api:
+            logger.error("AWS_LAMBDA_RUNTIME_API is not set: capture-ext runs only as a Lambda extension")
+            return 2
+        self.api = ExtensionsAPI(runtime_api)
+        try:
+            registration = await self.api.register(self.name)
+        except (LambdaAPIError, OSError) as exc:
+            logger.error("could not register as extension %r: %s", self.name, exc)
+            return 1
+        if registration.function_name:
+            self.settings = _with_function(self.settings, registration.function_name, registration.function_version)
+        problems = await self._build()
+        if problems and self.settings.strict:
+            message = "; ".join(problems)
+            logger.error("CAPTURE_STRICT=1 and the configuration has problems: %s", message)
+            await self.api.report_error("init", "Extension.ConfigError", message)
+            await self._stop_servers()
+            return 1
+        self.ready_ms = (time.monotonic() - self.started_at) * 1000
+        logger.info(
+            "ready in %.1f ms: sinks=%s port=%d socket=%s telemetry=%s environment=%s",
+            self.ready_ms,
+            ",".join(self.dispatcher.states) or "none",
+            self.settings.port,
+            self.settings.socket_path,
+            "on" if self.telemetry_enabled else "off",
+            self.environment_id,
+        )
+        self.ready.set()
+        return await self._event_loop()
+
+    async def _build(self) -> list[str]:
+        """Create sinks, buffer, servers and the telemetry subscription; returns config problems."""
+        from capture_ext.core.buffer import MemoryBudget, RecordBuffer
+        from capture_ext.core.dispatcher import Dispatcher
+        from capture_ext.core.http11 import HTTPServer
+        from capture_ext.core.ingest import Ingest, start_socket_server
+        from capture_ext.core.ledger import Ledger
+        from capture_ext.core.metrics import MetricsEmitter
+        from capture_ext.core.records import Enricher
+        from capture_ext.core.sink_setup import build_sinks
+        from capture_ext.core.telemetry import RuntimeDoneTracker
+
+        settings = self.settings
+        settings.log_problems()
+        problems = list(settings.problems)
+        sinks, prepare, sink_problems = build_sinks(settings, self.env, self.environment_id)
+        problems += sink_problems
+        self.ledger = Ledger()
+        budget = MemoryBudget(settings.buffer_max_bytes)
+        self.buffer = RecordBuffer(self.environment_id, budget, settings.flush_max_records, settings.flush_max_bytes)
+        self.dispatcher = Dispatcher(sinks, self.ledger, budget, settings.retry_max_attempts)
+        self.tracker = RuntimeDoneTracker()
+        enricher = Enricher(settings.function_name, settings.function_version, self.environment_id)
+        self.ingest = Ingest(
+            self.buffer,
+            self.ledger,
+            enricher,
+            settings.max_record_bytes,
+            prepare=prepare,
+            on_handler_done=lambda request_id: self.tracker.mark_done(request_id, from_client=True),
+            health=self.health,
+        )
+        if settings.metrics:
+            self.metrics = MetricsEmitter(settings.metrics_namespace, settings.function_name)
+        self.http = HTTPServer(self.ingest.handle_http, settings.max_request_bytes)
+        await self.http.start("127.0.0.1", settings.port)
+        self._servers.append(self.http)
+        self._servers.append(await start_socket_server(self.ingest, settings.socket_path))
+        telemetry_server = HTTPServer(self.tracker.handle_http, 4 * 1024 * 1024)
+        telemetry_port = await telemetry_server.start(telemetry_bind_address(), 0)
+        self._servers.append(telemetry_server)
+        assert self.api is not None
+        self.telemetry_enabled = await self.api.subscribe_telemetry(telemetry_port)
+        return problems
+
+    # -- the event loop ------------------------------------------------------------------------
+    async def _event_loop(self) -> int:
+        assert self.api is not None
+        while True:
+            try:
+                event = await self.api.next_event()
+            except (LambdaAPIError, OSError) as exc:
+                logger.error("lost the Extensions API (%s); exiting", exc)
+                await self._stop_servers()
+                return 1
+            if event.event_type == "INVOKE":
+                self.invokes += 1
+                await self.on_invoke(event)
+            elif event.event_type == "SHUTDOWN":
+                await self.on_shutdown(event)
+                return 0
+            else:
+                logger.warning("ignoring unknown event type %r", event.event_type)
+
+    def flush_due(self, now: float | None = None) -> str:
+        """Why a flush is due now, or "" when none is."""
+        now = time.monotonic() if now is None else now
+        if self.settings.flush_interval_s == 0:
+            return "every_invoke"
+        if self.buffer.size_due():
+            return "size"
+        if len(self.buffer) and self.buffer.age_s(now) >= self.settings.flush_interval_s:
+            return "age"
+        if self.dispatcher.has_work(now):
+            return "retry"
+        return ""
+
+    async def on_invoke(self, event: Event) -> None:
+        reason = self.flush_due()
+        if not reason:
+            return
+        deadline = self._monotonic_deadline(event.deadline_ms)
+        deadline = min(deadline, time.monotonic() + self.settings.flush_timeout_s)
+        await self._wait_for_handler(event.request_id, deadline)
+        await self.flush(deadline, reason)
+
+    async def _wait_for_handler(self, request_id: str, deadline: float) -> None:
+        """Return once the runtime is done with ``request_id`` (never flush beside the handler)."""
+        remaining = deadline - time.monotonic()
+        if self.telemetry_enabled or self.tracker.client_signals:
+            if not await self.tracker.wait(request_id, remaining):
+                logger.warning("no runtimeDone for %s before the flush deadline; flushing anyway", request_id)
+        else:
+            await asyncio.sleep(min(self.settings.runtime_done_timeout_ms / 1000, max(remaining, 0)))
+        # Let the socket readers take what the handler wrote before it returned.
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+    async def flush(self, deadline: float, reason: str, ignore_breakers: bool = False) -> None:
+        sealed = self.buffer.seal()
+        self.dispatcher.enqueue(sealed)
+        if not sealed and not self.dispatcher.has_work(ignore_breakers=ignore_breakers):
+            return
+        report = await self.dispatcher.flush(deadline, ignore_breakers=ignore_breakers)
+        logger.debug("flush (%s) took %.1f ms: delivered %s", reason, report.duration_ms, report.delivered)
+        if self.metrics is not None:
+            self.metrics.emit(
+                report, self.ledger.received, len(self.buffer) + sum(self.dispatcher.backlog().values()), reason
+            )
+
+    async def on_shutdown(self, event: Event) -> None:
+        """Drain everything we can before the deadline (minus the safety margin), then close."""
+        margin = self.settings.shutdown_margin_ms / 1000
+        deadline = self._monotonic_deadline(event.deadline_ms) - margin
+        if event.deadline_ms <= 0:
+            deadline = time.monotonic() + 1.5
+        logger.info(
+            "SHUTDOWN (%s): draining with %.0f ms left", event.shutdown_reason, (deadline - time.monotonic()) * 1000
+        )
+        for _ in range(3):
+            await asyncio.sleep(0)
+        await self._stop_servers()
+        close_reserve = min(0.2, max(deadline - time.monotonic(), 0) / 4)
+        await self.flush(deadline - close_reserve, "shutdown", ignore_breakers=True)
+        await self.dispatcher.close(max(deadline - time.monotonic(), 0.01))
+        left = sum(self.dispatcher.backlog().values()) + len(self.buffer)
+        if left:
+            logger.error("SHUTDOWN: %d records could not be delivered before the deadline", left)
+        logger.info("SHUTDOWN done: %s", self.health())
+
+    def _monotonic_deadline(self, deadline_ms: int) -> float:
+        if deadline_ms <= 0:
+            return time.monotonic() + 3.0
+        return time.monotonic() + (deadline_ms / 1000 - time.time())
+
+    async def _stop_servers(self) -> None:
+        for server in self._servers:
+            close = server.close()
+            if asyncio.iscoroutine(close):
+                await close
+        self._servers.clear()
+        with contextlib.suppress(OSError):
+            os.unlink(self.settings.socket_path)
+
+    # -- observability -------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        body = self.ledger.health(len(self.buffer), self.dispatcher.backlog(), states=self.dispatcher.states_by_name())
+        body.update(
+            status="ok",
+            environment_id=self.environment_id,
+            telemetry=self.telemetry_enabled,
+            invokes=self.invokes,
+            ready_ms=round(self.ready_ms, 1),
+        )
+        return body
+
+
+def _with_function(settings: Settings, name: str, version: str) -> Settings:
+    from dataclasses import replace
+
+    log_group = settings.log_group
+    if log_group == f"/aws/capture-ext/{settings.function_name}" and name != settings.function_name:
+        log_group = f"/aws/capture-ext/{name}"
+    return replace(
+        settings, function_name=name, function_version=version or settings.function_version, log_group=log_group
+    )
+
+
+def install_signal_handlers(loop: asyncio.AbstractEventLoop, task: asyncio.Task[int]) -> None:
+    """SIGTERM/SIGINT outside Lambda (local runs): stop the task; Lambda itself sends SHUTDOWN."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, task.cancel)

@@ -1,0 +1,174 @@
+"""Turning request bodies into validated, enriched records.
+
+Parsing is all-or-nothing per request: a malformed body or one invalid record rejects the whole
+request with an error that names the record and the field, and nothing from it is kept.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import time
+import uuid
+from typing import Any
+
+import orjson
+
+#: Fields a record may carry at the top level; anything else is moved into ``metadata``.
+KNOWN_FIELDS = frozenset(
+    {"input", "output", "inference_id", "request_id", "model", "timestamp", "latency_ms", "metadata"}
+)
+#: Fields the extension sets; a client cannot override them.
+ENRICHED_FIELDS = ("function_name", "function_version", "environment_id", "captured_at", "sequence")
+MAX_ID_LENGTH = 256
+
+
+class RecordError(ValueError):
+    """A record or request body the extension refuses; the message names the problem."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def rfc3339_ms(epoch_s: float) -> str:
+    """UTC RFC 3339 with milliseconds and a ``Z``: sortable, and parsed by Athena and DuckDB."""
+    moment = dt.datetime.fromtimestamp(epoch_s, dt.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_body(body: bytes, content_type: str, max_record_bytes: int) -> list[dict[str, Any]]:
+    """Split a request body into raw record objects: one object, an array, or NDJSON."""
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if not body.strip():
+        raise RecordError("empty body: send a JSON object, a JSON array of objects, or NDJSON")
+    if media_type in {"application/x-ndjson", "application/jsonl", "application/json-lines", "application/jsonlines"}:
+        lines = [line for line in body.split(b"\n") if line.strip()]
+        items: list[Any] = []
+        for number, line in enumerate(lines, 1):
+            if len(line) > max_record_bytes:
+                raise RecordError(
+                    f"line {number}: record is {len(line)} bytes, over the {max_record_bytes}-byte limit", 413
+                )
+            try:
+                items.append(orjson.loads(line))
+            except orjson.JSONDecodeError as exc:
+                raise RecordError(f"line {number}: invalid JSON ({exc})") from None
+        return _objects(items, "line")
+    if media_type not in {"application/json", "", "text/plain"}:
+        raise RecordError(f"unsupported Content-Type {media_type!r}: use application/json or application/x-ndjson", 415)
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RecordError(f"invalid JSON ({exc})") from None
+    if isinstance(parsed, list):
+        objects = _objects(parsed, "record")
+        for index, item in enumerate(objects):
+            size = len(orjson.dumps(item))
+            if size > max_record_bytes:
+                raise RecordError(f"record {index}: {size} bytes, over the {max_record_bytes}-byte limit", 413)
+        return objects
+    if len(body) > max_record_bytes:
+        raise RecordError(f"record is {len(body)} bytes, over the {max_record_bytes}-byte limit", 413)
+    return _objects([parsed], "record")
+
+
+def _objects(items: list[Any], label: str) -> list[dict[str, Any]]:
+    if not items:
+        raise RecordError("no records in the body")
+    for index, item in enumerate(items, 1 if label == "line" else 0):
+        if not isinstance(item, dict):
+            raise RecordError(f"{label} {index}: expected a JSON object, got {type(item).__name__}")
+    return items
+
+
+def _timestamp(value: Any, where: str) -> str:
+    if isinstance(value, bool):
+        raise RecordError(f"{where}field 'timestamp': expected an RFC 3339 string or epoch milliseconds")
+    if isinstance(value, int | float):
+        if not 0 <= value < 4102444800000:  # year 2100 in ms
+            raise RecordError(f"{where}field 'timestamp': epoch milliseconds out of range ({value})")
+        return rfc3339_ms(value / 1000.0)
+    if isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise RecordError(f"{where}field 'timestamp': {value[:64]!r} is not RFC 3339") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        return rfc3339_ms(parsed.timestamp())
+    raise RecordError(f"{where}field 'timestamp': expected an RFC 3339 string or epoch milliseconds")
+
+
+def _model(value: Any, where: str) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return {"name": value, "version": None}
+    if isinstance(value, dict):
+        name, version = value.get("name"), value.get("version")
+        if name is not None and not isinstance(name, str):
+            raise RecordError(f"{where}field 'model.name': expected a string")
+        if version is not None and not isinstance(version, str | int | float):
+            raise RecordError(f"{where}field 'model.version': expected a string")
+        return {"name": name, "version": None if version is None else str(version)}
+    raise RecordError(f"{where}field 'model': expected a string or an object with name and version")
+
+
+def normalize(raw: dict[str, Any], index: int | None = None, now: float | None = None) -> dict[str, Any]:
+    """Validate one record and bring it to the canonical shape (see the design's record table)."""
+    where = "" if index is None else f"record {index}: "
+    if "input" not in raw and "output" not in raw:
+        raise RecordError(f"{where}field 'input' is required (or 'output')")
+    inference_id = raw.get("inference_id")
+    if inference_id is None:
+        inference_id = uuid.uuid4().hex
+    elif not isinstance(inference_id, str) or not inference_id or len(inference_id) > MAX_ID_LENGTH:
+        raise RecordError(f"{where}field 'inference_id': expected a non-empty string of at most {MAX_ID_LENGTH} chars")
+    request_id = raw.get("request_id")
+    if request_id is not None and (not isinstance(request_id, str) or len(request_id) > MAX_ID_LENGTH):
+        raise RecordError(f"{where}field 'request_id': expected a string of at most {MAX_ID_LENGTH} chars")
+    latency = raw.get("latency_ms")
+    if latency is not None and (isinstance(latency, bool) or not isinstance(latency, int | float) or latency < 0):
+        raise RecordError(f"{where}field 'latency_ms': expected a number >= 0")
+    metadata = raw.get("metadata")
+    if metadata is None:
+        metadata = {}
+    elif not isinstance(metadata, dict):
+        raise RecordError(f"{where}field 'metadata': expected an object")
+    extra = {key: value for key, value in raw.items() if key not in KNOWN_FIELDS}
+    if extra:  # unknown top-level fields are kept, never silently lost
+        metadata = {**extra, **metadata}
+        for key in ENRICHED_FIELDS:
+            metadata.pop(key, None)
+            if key in extra:
+                metadata[f"client_{key}"] = extra[key]
+    stamp = raw.get("timestamp")
+    return {
+        "inference_id": inference_id,
+        "request_id": request_id,
+        "model": _model(raw.get("model"), where),
+        "timestamp": rfc3339_ms(time.time() if now is None else now) if stamp is None else _timestamp(stamp, where),
+        "latency_ms": None if latency is None else float(latency),
+        "input": raw.get("input"),
+        "output": raw.get("output"),
+        "metadata": metadata,
+    }
+
+
+class Enricher:
+    """Adds the extension's own fields; one per extension process."""
+
+    def __init__(self, function_name: str, function_version: str, environment_id: str, first_sequence: int = 1) -> None:
+        self.function_name = function_name
+        self.function_version = function_version
+        self.environment_id = environment_id
+        self._sequence = itertools.count(first_sequence)
+
+    def enrich(self, record: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+        record["function_name"] = self.function_name
+        record["function_version"] = self.function_version
+        record["environment_id"] = self.environment_id
+        record["captured_at"] = rfc3339_ms(time.time() if now is None else now)
+        record["sequence"] = next(self._sequence)
+        return record

@@ -1,0 +1,58 @@
+"""Building the configured sinks from the plugins, with one loud line per problem.
+
+An unknown sink name or a factory that fails (for example a missing required setting) disables
+that sink only; the others run. With ``CAPTURE_STRICT=1`` the lifecycle turns the returned
+problems into an init error instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from capture_ext.core.config import Settings
+from capture_ext.models import Sink, SinkContext
+
+logger = logging.getLogger(__name__)
+
+PrepareHook = Callable[[dict[str, Any]], None]
+
+
+def build_sinks(
+    settings: Settings, env: Mapping[str, str], environment_id: str
+) -> tuple[dict[str, Sink], PrepareHook | None, list[str]]:
+    """Return (sinks by name, the prepare hook or None, problems)."""
+    from capture_ext.core.plugins import get_plugin_manager
+
+    plugins = get_plugin_manager(load_entrypoints=True, disabled=settings.disabled_plugins)
+    problems = list(plugins.errors)
+    factories = plugins.sink_factories()
+    problems += [e for e in plugins.errors if e not in problems]
+    sinks: dict[str, Sink] = {}
+    for name in dict.fromkeys(settings.sinks):
+        factory = factories.get(name)
+        if factory is None:
+            known = ", ".join(sorted(factories)) or "none"
+            problems.append(f"CAPTURE_SINKS names unknown sink {name!r} (installed sinks: {known}); it is disabled")
+            logger.error("%s", problems[-1])
+            continue
+        context = SinkContext(
+            name=name,
+            env=env,
+            function_name=settings.function_name,
+            function_version=settings.function_version,
+            environment_id=environment_id,
+            region=settings.region,
+            settings=settings,
+            logger=logging.getLogger(f"capture_ext.sinks.{name}"),
+        )
+        try:
+            sinks[name] = factory(context)
+        except Exception as exc:
+            problems.append(f"sink {name!r} is disabled: {exc}")
+            logger.error("%s", problems[-1])
+    if not sinks:
+        logger.error("no usable sink: records are accepted and counted, but not delivered anywhere")
+    prepare = plugins.prepare_record if plugins.has_prepare_hooks else None
+    return sinks, prepare, problems

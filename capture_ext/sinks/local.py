@@ -1,0 +1,109 @@
+"""Built-in local sinks for development and tests: ``file`` and ``stdout``.
+
+``stdout`` is also useful on Lambda: the extension's stdout lands in the function's CloudWatch
+log group, so one JSON line per record is captured at no extra cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from typing import IO
+
+import orjson
+
+from capture_ext.hookspecs import hookimpl
+from capture_ext.models import Batch, SinkContext, SinkRegistrar, WriteResult
+
+
+class _ClosableSink:
+    name = ""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self, timeout_s: float) -> None:
+        self.closed = True
+
+
+class FileSink(_ClosableSink):
+    """JSON Lines, one file per batch: ``<dir>/<batch_id>.jsonl``, rewritten whole on retry."""
+
+    name = "file"
+
+    def __init__(self, directory: str) -> None:
+        super().__init__()
+        self.directory = directory
+
+    async def start(self) -> None:
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+
+    def path_for(self, batch: Batch) -> str:
+        return os.path.join(self.directory, f"{batch.batch_id}.jsonl")
+
+    def _write(self, batch: Batch) -> None:
+        path = self.path_for(batch)
+        temporary = f"{path}.tmp"
+        payload = b"".join(orjson.dumps(record, default=str) + b"\n" for record in batch.records)
+        # A retry of a partial failure carries fewer records: keep what the file already has.
+        if batch.attempt > 1 and os.path.exists(path):
+            with open(path, "rb") as existing:
+                known = {orjson.loads(line).get("inference_id") for line in existing if line.strip()}
+            payload = b"".join(
+                orjson.dumps(r, default=str) + b"\n" for r in batch.records if r.get("inference_id") not in known
+            )
+            with open(path, "ab") as out:
+                out.write(payload)
+            return
+        with open(temporary, "wb") as out:
+            out.write(payload)
+        os.replace(temporary, path)
+
+    async def write_batch(self, batch: Batch) -> WriteResult:
+        if self.closed:
+            return WriteResult.fatal("file sink is closed")
+        try:
+            await asyncio.to_thread(self._write, batch)
+        except PermissionError as exc:
+            return WriteResult.fatal(f"cannot write to {self.directory}: {exc}")
+        except OSError as exc:
+            return WriteResult.retryable(f"cannot write to {self.directory}: {exc}")
+        return WriteResult.ok()
+
+
+class StdoutSink(_ClosableSink):
+    """One JSON line per record on stdout."""
+
+    name = "stdout"
+
+    def __init__(self, stream: IO[bytes] | None = None) -> None:
+        super().__init__()
+        self.stream = stream
+
+    async def write_batch(self, batch: Batch) -> WriteResult:
+        if self.closed:
+            return WriteResult.fatal("stdout sink is closed")
+        stream = self.stream or sys.stdout.buffer
+        try:
+            stream.write(b"".join(orjson.dumps(r, default=str) + b"\n" for r in batch.records))
+            stream.flush()
+        except OSError as exc:
+            return WriteResult.retryable(f"stdout write failed: {exc}")
+        return WriteResult.ok()
+
+
+def _file_sink(ctx: SinkContext) -> FileSink:
+    directory = ctx.settings.file_dir if ctx.settings is not None else ctx.env.get("CAPTURE_FILE_DIR", "")
+    if not directory:
+        raise ValueError("CAPTURE_FILE_DIR is empty: the file sink needs a directory")
+    return FileSink(directory)
+
+
+@hookimpl
+def capture_register_sinks(register: SinkRegistrar) -> None:
+    register("file", _file_sink)
+    register("stdout", lambda ctx: StdoutSink())
