@@ -1,0 +1,241 @@
+"""A small writer of synthetic capture data in exactly the sinks' S3 layout, and tests of it.
+
+The report tests build their data with ``capture_objects``: object keys to bytes, written to a
+folder or uploaded to S3. Keeping the writer independent of the sinks means the report is
+tested against the documented layout, not against whatever the sinks happen to do today.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import random
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+WORDS = [
+    "the",
+    "a",
+    "model",
+    "lambda",
+    "capture",
+    "drift",
+    "which",
+    "where",
+    "when",
+    "who",
+    "what",
+    "how",
+    "many",
+    "river",
+    "city",
+    "bridge",
+    "north",
+    "south",
+    "train",
+    "station",
+    "museum",
+    "opened",
+    "built",
+    "century",
+    "famous",
+    "largest",
+    "small",
+    "old",
+    "new",
+    "year",
+    "population",
+    "capital",
+    "language",
+    "company",
+    "founded",
+    "engineer",
+    "music",
+    "festival",
+    "mountain",
+    "lake",
+]
+
+PARQUET_COLUMNS = [
+    "inference_id", "request_id", "function_name", "function_version", "model_name", "model_version",
+    "captured_at", "latency_ms", "environment_id", "sequence", "input", "output", "metadata",
+]  # fmt: skip
+KEY_RE = re.compile(
+    r"^(?P<prefix>.+)/(?P<fmt>jsonl|parquet)/function=(?P<fn>[^/]+)/dt=(?P<dt>\d{4}-\d{2}-\d{2})/"
+    r"hour=(?P<hour>\d{2})/(?P<env>[0-9a-f]+)-(?P<seq>\d{8})\.(?:jsonl\.gz|parquet)$"
+)
+
+
+def _text(rng: random.Random, chars: int) -> str:
+    words: list[str] = []
+    while sum(len(w) + 1 for w in words) < chars:
+        words.append(rng.choice(WORDS))
+    return " ".join(words)
+
+
+def make_records(
+    n: int,
+    start: datetime,
+    *,
+    seconds: float = 60.0,
+    question_chars: float = 40.0,
+    score_mean: float = 0.75,
+    empty_rate: float = 0.05,
+    seed: int = 1,
+    function: str = "qa-fn",
+    environment_id: str = "0a1b2c3d",
+    output_style: str = "original",
+) -> list[dict[str, Any]]:
+    """``n`` enriched QA records ``seconds`` apart; knobs set the distributions a test may shift.
+
+    ``output_style`` ``original`` answers ``{"Question","Answer","score"}`` like the original
+    function; ``hf`` answers ``{"answer","score","start","end"}`` like the transformers pipeline.
+    """
+    rng = random.Random(seed)
+    records = []
+    for i in range(n):
+        context = _text(rng, int(rng.gauss(300, 40)))
+        question = _text(rng, max(8, int(rng.gauss(question_chars, question_chars * 0.2)))) + "?"
+        words = context.split()
+        at = rng.randrange(len(words) - 3)
+        answer = "" if rng.random() < empty_rate else " ".join(words[at : at + rng.randint(1, 3)])
+        score = min(1.0, max(0.0, rng.gauss(score_mean, 0.08)))
+        if output_style == "original":
+            output: dict[str, Any] = {"Question": question, "Answer": answer, "score": score}
+        else:
+            pos = context.find(answer)
+            output = {"answer": answer, "score": score, "start": pos, "end": pos + len(answer)}
+        ts = start + timedelta(seconds=i * seconds)
+        stamp = ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+        records.append(
+            {
+                "inference_id": f"{seed:04x}{i:028x}",
+                "request_id": f"req-{seed}-{i}",
+                "model": {"name": "distilbert-qa", "version": "1"},
+                "timestamp": stamp,
+                "latency_ms": round(rng.lognormvariate(4.4, 0.2), 2),
+                "input": {"question": question, "context": context},
+                "output": output,
+                "metadata": {"client": "synthetic"},
+                "function_name": function,
+                "function_version": "$LATEST",
+                "environment_id": environment_id,
+                "captured_at": stamp,
+                "sequence": i,
+            }
+        )
+    return records
+
+
+def _batches(records: list[dict[str, Any]], batch_size: int) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """(dt, hour, records) per flush: a batch never straddles an hour partition."""
+    out: list[tuple[str, str, list[dict[str, Any]]]] = []
+    for rec in records:
+        ts = datetime.fromisoformat(rec["captured_at"])
+        dt, hour = ts.strftime("%Y-%m-%d"), ts.strftime("%H")
+        if out and out[-1][:2] == (dt, hour) and len(out[-1][2]) < batch_size:
+            out[-1][2].append(rec)
+        else:
+            out.append((dt, hour, [rec]))
+    return out
+
+
+def _parquet_bytes(records: list[dict[str, Any]]) -> bytes:
+    def ts(text: str) -> datetime:
+        return datetime.fromisoformat(text).astimezone(UTC)
+
+    table = pa.table(
+        {
+            "inference_id": [r["inference_id"] for r in records],
+            "request_id": [r["request_id"] for r in records],
+            "function_name": [r["function_name"] for r in records],
+            "function_version": [r["function_version"] for r in records],
+            "model_name": [r["model"]["name"] for r in records],
+            "model_version": [r["model"]["version"] for r in records],
+            "captured_at": pa.array([ts(r["captured_at"]) for r in records], pa.timestamp("ms", tz="UTC")),
+            "latency_ms": pa.array([r["latency_ms"] for r in records], pa.float64()),
+            "environment_id": [r["environment_id"] for r in records],
+            "sequence": pa.array([r["sequence"] for r in records], pa.int64()),
+            "input": [json.dumps(r["input"]) for r in records],
+            "output": [json.dumps(r["output"]) for r in records],
+            "metadata": [json.dumps(r["metadata"]) for r in records],
+        }
+    )
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
+
+
+def capture_objects(
+    records: list[dict[str, Any]], prefix: str = "inference-capture", fmt: str = "jsonl", batch_size: int = 50
+) -> dict[str, bytes]:
+    """Object key -> body, as ``s3_jsonl``/``s3_parquet`` lay them out."""
+    objects: dict[str, bytes] = {}
+    for seq, (dt, hour, batch) in enumerate(_batches(records, batch_size), 1):
+        first = batch[0]
+        base = f"{prefix}/{fmt}/function={first['function_name']}/dt={dt}/hour={hour}"
+        name = f"{first['environment_id']}-{seq:08d}"
+        if fmt == "jsonl":
+            body = b"".join(json.dumps(r).encode() + b"\n" for r in batch)
+            objects[f"{base}/{name}.jsonl.gz"] = gzip.compress(body)
+        else:
+            objects[f"{base}/{name}.parquet"] = _parquet_bytes(batch)
+    return objects
+
+
+def write_tree(root: Path, objects: dict[str, bytes]) -> None:
+    for key, body in objects.items():
+        path = root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+
+
+START = datetime(2026, 11, 20, 22, 30, tzinfo=UTC)
+
+
+def test_keys_follow_the_hive_layout_and_batches_stay_in_their_hour() -> None:
+    records = make_records(160, START, seconds=60)
+    for fmt in ("jsonl", "parquet"):
+        objects = capture_objects(records, prefix="cap", fmt=fmt, batch_size=40)
+        hours = set()
+        for key in objects:
+            match = KEY_RE.match(key)
+            assert match, key
+            assert (match["prefix"], match["fmt"], match["fn"]) == ("cap", fmt, "qa-fn")
+            hours.add((match["dt"], match["hour"]))
+        # 160 minutes from 22:30 cross midnight: partitions 22, 23 on the 20th, 00, 01 on the 21st.
+        assert hours == {("2026-11-20", "22"), ("2026-11-20", "23"), ("2026-11-21", "00"), ("2026-11-21", "01")}
+
+
+def test_jsonl_objects_are_gzip_lines_of_enriched_records() -> None:
+    records = make_records(30, START)
+    objects = capture_objects(records, batch_size=7)
+    lines = [json.loads(line) for body in objects.values() for line in gzip.decompress(body).splitlines()]
+    assert lines == records
+    assert {"inference_id", "captured_at", "sequence", "environment_id", "function_name"} <= set(lines[0])
+
+
+def test_parquet_objects_have_the_documented_columns() -> None:
+    objects = capture_objects(make_records(20, START), fmt="parquet")
+    table = pq.read_table(io.BytesIO(next(iter(objects.values()))))
+    assert table.column_names == PARQUET_COLUMNS
+    assert table.schema.field("captured_at").type == pa.timestamp("ms", tz="UTC")
+    assert json.loads(table.column("input")[0].as_py())["question"].endswith("?")
+
+
+def test_knobs_move_the_distributions() -> None:
+    base = make_records(300, START, seed=3)
+    longer = make_records(300, START, seed=3, question_chars=80, score_mean=0.5)
+
+    def mean(rs: list[dict[str, Any]], f: Any) -> float:
+        return sum(map(f, rs)) / len(rs)
+
+    q_ratio = mean(longer, lambda r: len(r["input"]["question"])) / mean(base, lambda r: len(r["input"]["question"]))
+    assert 1.8 < q_ratio < 2.2
+    assert mean(longer, lambda r: r["output"]["score"]) < mean(base, lambda r: r["output"]["score"]) - 0.2
