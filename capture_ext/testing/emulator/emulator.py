@@ -1,0 +1,228 @@
+"""``LambdaEmulator``: the async API that tests, the demo and ``capture-ext local`` use.
+
+One emulator is one function: a persistent Lambda API server plus the current execution
+environment, replaced by a fresh one (re-init on the next invoke) after every reset. Invokes
+are serialised, as one Lambda environment takes one invoke at a time.
+
+Example::
+
+    async with LambdaEmulator("app.handler", task_root, extensions_dir, env={...}) as emu:
+        result = await emu.invoke({"question": "...", "context": "..."})
+        assert result.ok and result.post_runtime_ms is not None
+        report = await emu.shutdown()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+
+from capture_ext.testing.emulator.api import LambdaApi, serve
+from capture_ext.testing.emulator.environment import Sandbox, epoch_ms
+from capture_ext.testing.emulator.model import (
+    EmulatorConfig,
+    Invocation,
+    InvokeResult,
+    Reply,
+    SandboxFailure,
+    ShutdownReport,
+)
+from capture_ext.testing.emulator.telemetry import Delivery
+
+log = logging.getLogger(__name__)
+
+
+class PendingInvoke:
+    """An invoke in flight: the early answer (what the caller of Lambda sees) and the full result."""
+
+    def __init__(self, inv: Invocation, task: asyncio.Task[InvokeResult]) -> None:
+        self.invocation, self._task, self.submitted_at = inv, task, time.monotonic()
+
+    async def response(self) -> Reply:
+        """The runtime's answer, as soon as it is posted (extensions may still be working)."""
+        waiters: set[asyncio.Future[Any]] = {self.invocation.reply, self._task}
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        if self._task.done() and not self.invocation.reply.done():
+            self._task.result()  # re-raise an emulator error
+        return self.invocation.reply.result()
+
+    async def result(self) -> InvokeResult:
+        """The whole invoke, once the phase ended (or the environment was reset)."""
+        return await self._task
+
+    def __await__(self) -> Any:
+        return self.result().__await__()
+
+
+class LambdaEmulator:
+    """A local AWS Lambda for one function: Runtime, Extensions and Telemetry APIs, freeze, resets.
+
+    Keyword options not named here go to ``EmulatorConfig`` (``function_name``, ``memory_mb``,
+    ``shutdown_budget_ms``, ``faults``, ``init_timeout_s``, ``python`` ...).
+    """
+
+    def __init__(
+        self,
+        handler: str,
+        task_root: str | Path,
+        extensions_dir: str | Path | None = None,
+        env: dict[str, str] | None = None,
+        *,
+        telemetry: str = "on",
+        freeze: bool = True,
+        timeout_s: float = 30.0,
+        runtime_api_port: int = 0,
+        **options: Any,
+    ) -> None:
+        self.config = EmulatorConfig(
+            handler=handler,
+            task_root=Path(task_root),
+            extensions_dir=Path(extensions_dir) if extensions_dir else None,
+            env=dict(env or {}),
+            telemetry=telemetry,  # type: ignore[arg-type]
+            freeze=freeze,
+            timeout_s=timeout_s,
+            **options,
+        )
+        self._port = runtime_api_port
+        self._runner: web.AppRunner | None = None
+        self.runtime_api = ""
+        self.sandbox: Sandbox | None = None
+        self.environments: list[Sandbox] = []
+        self.telemetry_events: list[dict[str, Any]] = []
+        self.results: list[InvokeResult] = []
+        self.resets: list[ShutdownReport] = []
+        self._lock = asyncio.Lock()
+        self._invokes = 0
+
+    # -- start / stop -------------------------------------------------------------------------
+    async def start(self) -> LambdaEmulator:
+        api = LambdaApi(lambda: self.sandbox)
+        self._runner, port = await serve(api.app(), self._port)
+        self.runtime_api = f"127.0.0.1:{port}"
+        log.info("Lambda APIs listening on http://%s", self.runtime_api)
+        return self
+
+    async def __aenter__(self) -> LambdaEmulator:
+        return await self.start()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Shut the environment down (SHUTDOWN, reason spindown) and stop the API server."""
+        with contextlib.suppress(Exception):
+            await self.shutdown()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- environments -------------------------------------------------------------------------
+    async def init(self) -> Sandbox:
+        """Initialise an environment now (as provisioned concurrency would) instead of at the first invoke."""
+        async with self._lock:
+            return await self._ready_sandbox()
+
+    async def _ready_sandbox(self) -> Sandbox:
+        box = self.sandbox
+        if box is not None and (box.failure is not None or box.state in ("shutdown", "dead")):
+            await self._retire(box, box.failure.reason if box.failure else "failure")
+            box = None
+        if box is None:
+            if not self.runtime_api:
+                raise RuntimeError("LambdaEmulator.start() (or 'async with') must come first")
+            box = Sandbox(self.config, self.runtime_api, self.telemetry_events.append, self._invokes)
+            self.sandbox = box
+            self.environments.append(box)
+            try:
+                await box.init()
+            except SandboxFailure:
+                await self._retire(box, "failure")
+                raise
+        return box
+
+    async def _retire(self, box: Sandbox, reason: str) -> None:
+        report = await box.reset(reason)
+        if report not in self.resets:
+            self.resets.append(report)
+        if self.sandbox is box:
+            self.sandbox = None
+
+    # -- invokes ------------------------------------------------------------------------------
+    def start_invoke(
+        self, event: Any, *, request_id: str | None = None, client_context: dict[str, Any] | None = None
+    ) -> PendingInvoke:
+        """Submit an invoke; await ``.response()`` for the early answer or ``.result()`` for the whole phase."""
+        payload = event if isinstance(event, bytes) else json.dumps(event).encode()
+        inv = Invocation(number=0, payload=payload, deadline_ms=0)
+        if request_id:
+            inv.request_id = request_id
+        if client_context is not None:
+            inv.client_context = json.dumps(client_context)
+        return PendingInvoke(inv, asyncio.create_task(self._run_invoke(inv)))
+
+    async def invoke(self, event: Any, **kwargs: Any) -> InvokeResult:
+        """Invoke and wait for the end of the invoke phase (timings included)."""
+        return await self.start_invoke(event, **kwargs).result()
+
+    async def _run_invoke(self, inv: Invocation) -> InvokeResult:
+        async with self._lock:
+            submitted = time.monotonic()
+            try:
+                box = await self._ready_sandbox()
+            except SandboxFailure as failure:
+                body = json.dumps({"errorMessage": failure.message, "errorType": failure.error_type}).encode()
+                inv.answer(Reply("failure", body, failure.error_type), time.monotonic())
+                elapsed = (time.monotonic() - submitted) * 1000
+                result = InvokeResult(inv.request_id, "failure", body, failure.error_type, elapsed, None, elapsed,
+                                      None, failure.reason)  # fmt: skip
+                self.results.append(result)
+                return result
+            self._invokes += 1
+            inv.deadline_ms = epoch_ms() + int(self.config.timeout_s * 1000)
+            root = f"1-{int(time.time()):08x}-{inv.request_id.replace('-', '')[:24]}"
+            inv.trace_id = f"Root={root};Parent={inv.request_id.replace('-', '')[:16]};Sampled=0"
+            result = await box.invoke(inv)
+            self.results.append(result)
+            if box.state in ("shutdown", "dead"):
+                await self._retire(box, result.reset_reason or "failure")
+            return result
+
+    # -- shutdown and faults ------------------------------------------------------------------
+    async def shutdown(self, reason: str = "spindown") -> ShutdownReport | None:
+        """End the current environment with a SHUTDOWN event; None when none is running."""
+        async with self._lock:
+            box = self.sandbox
+            if box is None:
+                return None
+            await self._retire(box, reason)
+            return box.report
+
+    def kill_extension(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Signal an extension of the current environment (a SIGKILL makes Lambda reset it)."""
+        if self.sandbox is None:
+            raise RuntimeError("no execution environment is running")
+        self.sandbox.kill_extension(name, sig)
+
+    # -- what happened ------------------------------------------------------------------------
+    def logs(self, name: str) -> list[str]:
+        """Every line a process printed (stdout and stderr), across environments; 'runtime' is the function."""
+        return [line for box in self.environments for p in box.procs.processes if p.name == name for line in p.lines]
+
+    @property
+    def deliveries(self) -> list[Delivery]:
+        return [d for box in self.environments for d in box.telemetry.deliveries]
+
+    def events(self, event_type: str | None = None) -> list[dict[str, Any]]:
+        return [e for e in self.telemetry_events if event_type is None or e["type"] == event_type]

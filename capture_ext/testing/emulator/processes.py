@@ -1,0 +1,177 @@
+"""The sandbox's processes: extensions and the runtime, each in its own process group.
+
+Each child gets its own session so that signals reach whatever it spawns (a bash launcher that
+does not ``exec``, a Python child): freezing sends SIGSTOP to the whole group, as Lambda freezes
+the whole sandbox, and killing never leaves an orphan behind. Output is read line by line and
+kept per process, so tests can read what an extension printed, and forwarded to a callback that
+turns it into ``function``/``extension`` telemetry records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+LineSink = Callable[["SandboxProcess", str, str], None]
+ExitSink = Callable[["SandboxProcess"], None]
+
+# What Lambda removes from the function's environment before starting an extension [EXT].
+_EXTENSION_DROPPED = frozenset(
+    {
+        "AWS_EXECUTION_ENV",
+        "AWS_LAMBDA_LOG_GROUP_NAME",
+        "AWS_LAMBDA_LOG_STREAM_NAME",
+        "AWS_XRAY_CONTEXT_MISSING",
+        "AWS_XRAY_DAEMON_ADDRESS",
+        "LAMBDA_RUNTIME_DIR",
+        "LAMBDA_TASK_ROOT",
+    }
+)
+
+
+def extension_environment(function_env: Mapping[str, str]) -> dict[str, str]:
+    """The function's environment as Lambda hands it to extensions: minus the runtime-only keys and every ``_*``."""
+    return {k: v for k, v in function_env.items() if k not in _EXTENSION_DROPPED and not k.startswith("_")}
+
+
+def discover_extensions(extensions_dir: Path | None) -> list[Path]:
+    """Executables Lambda would start from ``/opt/extensions``: regular files, in name order, directories skipped."""
+    if extensions_dir is None or not extensions_dir.is_dir():
+        return []
+    found = []
+    for path in sorted(extensions_dir.iterdir(), key=lambda p: p.name):
+        if path.is_file():
+            if not os.access(path, os.X_OK):
+                raise PermissionError(f"extension {path} is not executable (chmod +x it, as the layer zip keeps modes)")
+            found.append(path)
+    return found
+
+
+@dataclass(eq=False)
+class SandboxProcess:
+    """One child of the sandbox and everything it printed."""
+
+    name: str
+    kind: str  # "extension" | "runtime"
+    proc: asyncio.subprocess.Process
+    started_at: float = field(default_factory=time.monotonic)
+    lines: list[str] = field(default_factory=list)
+    expected_exit: bool = False
+    killed: bool = False
+    _readers: list[asyncio.Task[None]] = field(default_factory=list)
+    _waiter: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.returncode is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    def signal_group(self, sig: int) -> None:
+        """Signal the whole process group; a child that already went away is not an error."""
+        if not self.alive:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)
+
+    def kill(self) -> None:
+        self.killed = True
+        self.signal_group(signal.SIGKILL)
+
+    async def wait(self, timeout_s: float | None = None) -> bool:
+        """Wait for exit (and for its output to be read); True when it exited in time."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self._finished()), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _finished(self) -> None:
+        if self._waiter is not None:
+            await self._waiter
+
+
+class ProcessSet:
+    """Starts, freezes, thaws and kills the processes of one execution environment."""
+
+    def __init__(self, on_line: LineSink, on_exit: ExitSink) -> None:
+        self._on_line = on_line
+        self._on_exit = on_exit
+        self.processes: list[SandboxProcess] = []
+        self.frozen = False
+
+    async def start(
+        self, name: str, kind: str, argv: Sequence[str], env: Mapping[str, str], cwd: Path | None = None
+    ) -> SandboxProcess:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            env=dict(env),
+            cwd=str(cwd) if cwd else None,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        child = SandboxProcess(name=name, kind=kind, proc=proc)
+        assert proc.stdout is not None and proc.stderr is not None
+        child._readers = [
+            asyncio.create_task(self._pump(child, proc.stdout, "stdout")),
+            asyncio.create_task(self._pump(child, proc.stderr, "stderr")),
+        ]
+        child._waiter = asyncio.create_task(self._watch(child))
+        self.processes.append(child)
+        log.debug("started %s %s pid=%d: %s", kind, name, proc.pid, " ".join(argv))
+        return child
+
+    async def _pump(self, child: SandboxProcess, stream: asyncio.StreamReader, label: str) -> None:
+        while True:
+            try:
+                raw = await stream.readline()
+            except ValueError:  # a line longer than the reader's limit: keep what we can
+                raw = await stream.read(65536)
+            if not raw:
+                return
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            child.lines.append(line)
+            self._on_line(child, label, line)
+
+    async def _watch(self, child: SandboxProcess) -> None:
+        await child.proc.wait()
+        await asyncio.gather(*child._readers, return_exceptions=True)
+        log.debug("%s %s exited with %s", child.kind, child.name, child.proc.returncode)
+        self._on_exit(child)
+
+    def alive(self, kind: str | None = None) -> list[SandboxProcess]:
+        return [p for p in self.processes if p.alive and (kind is None or p.kind == kind)]
+
+    def freeze(self) -> None:
+        """SIGSTOP every process group: timers, threads and sockets all stop, as on Lambda between invokes."""
+        for child in self.alive():
+            child.signal_group(signal.SIGSTOP)
+        self.frozen = True
+
+    def thaw(self) -> None:
+        for child in self.processes:
+            child.signal_group(signal.SIGCONT)
+        self.frozen = False
+
+    async def kill_all(self) -> None:
+        for child in self.alive():
+            child.expected_exit = True
+            child.kill()
+        await asyncio.gather(*(p.wait(5.0) for p in self.processes))
