@@ -1,0 +1,173 @@
+"""Extractive question answering with ``AutoTokenizer`` + ``AutoModelForQuestionAnswering``.
+
+transformers 5.x removed ``pipeline("question-answering")``, so the span extraction is done here,
+the same way the old pipeline did it and on both 4.x and 5.x: tokenize question and context as
+a pair with offset mappings, cut long contexts into overlapping windows (``doc_stride`` tokens
+of overlap, so an answer near a window edge is whole in at least one window), mask everything
+that is not context using the tokenizer's sequence ids, and take the start/end pair with the
+highest ``p(start) * p(end)`` among spans no longer than ``max_answer_len`` tokens. The answer
+text is cut from the original context with the character offsets, so casing and spacing are
+the user's, not the tokenizer's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+INFO_FILE = "model_info.json"
+
+
+class QuestionTooLongError(ValueError):
+    """The question leaves no room for the context in the model's window."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    text: str
+    #: p(start) * p(end) within the winning window, as the old pipeline reported it.
+    score: float
+    #: Character offsets of the answer in the context.
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    start: int
+    end: int
+    score: float
+
+
+def best_span(
+    start_logits: torch.Tensor, end_logits: torch.Tensor, allowed: torch.Tensor, max_answer_len: int
+) -> Span | None:
+    """The token span with the highest ``p(start) * p(end)`` among allowed tokens.
+
+    The probabilities are softmaxes over the allowed tokens only, so question and special
+    tokens neither win nor dilute the score. Returns None when no token is allowed.
+    """
+    import torch
+
+    if max_answer_len < 1:
+        raise ValueError("max_answer_len must be >= 1")
+    if not bool(allowed.any()):
+        return None
+    neg_inf = torch.tensor(float("-inf"), dtype=start_logits.dtype)
+    log_start = torch.log_softmax(torch.where(allowed, start_logits, neg_inf), dim=-1)
+    log_end = torch.log_softmax(torch.where(allowed, end_logits, neg_inf), dim=-1)
+    pair = log_start[:, None] + log_end[None, :]
+    n = pair.shape[0]
+    rows = torch.arange(n)[:, None]
+    cols = torch.arange(n)[None, :]
+    valid = (cols >= rows) & (cols - rows < max_answer_len)
+    pair = torch.where(valid, pair, neg_inf)
+    flat = int(torch.argmax(pair))
+    start, end = divmod(flat, n)
+    return Span(start, end, float(torch.exp(pair[start, end])))
+
+
+def read_model_info(model_dir: Path, config: Any = None) -> dict[str, str | None]:
+    """Name and version of the model, as written by download_model.py or tiny_model.py."""
+    path = model_dir / INFO_FILE
+    if path.is_file():
+        info = json.loads(path.read_text(encoding="utf-8"))
+        return {"name": info.get("name"), "version": info.get("version")}
+    name = getattr(config, "_name_or_path", None) or model_dir.name
+    return {"name": str(name), "version": None}
+
+
+class QuestionAnswerer:
+    """A loaded model and tokenizer; load once per process, call :meth:`answer` per request."""
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        model: Any,
+        *,
+        info: dict[str, str | None] | None = None,
+        max_seq_len: int = 384,
+        doc_stride: int = 128,
+        max_answer_len: int = 30,
+        max_question_len: int = 64,
+    ) -> None:
+        if not getattr(tokenizer, "is_fast", False):
+            raise TypeError("a fast (tokenizers-backed) tokenizer is needed for offset mappings")
+        self.tokenizer = tokenizer
+        self.model = model.eval()
+        self.info = info or {"name": None, "version": None}
+        limits = [max_seq_len, getattr(model.config, "max_position_embeddings", max_seq_len)]
+        model_max = getattr(tokenizer, "model_max_length", None)
+        if isinstance(model_max, int) and model_max < 1_000_000:
+            limits.append(model_max)
+        self.max_seq_len = min(limits)
+        self.doc_stride = doc_stride
+        self.max_answer_len = max_answer_len
+        self.max_question_len = max_question_len
+
+    @classmethod
+    def from_dir(cls, model_dir: str | Path, **options: Any) -> QuestionAnswerer:
+        """Load from a local folder only: Lambda has no business talking to the hub at init."""
+        from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+        path = Path(model_dir)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"no model in {path} (config.json missing); run `make model` first")
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModelForQuestionAnswering.from_pretrained(path, local_files_only=True)
+        return cls(tokenizer, model, info=read_model_info(path, model.config), **options)
+
+    def question_tokens(self, question: str) -> int:
+        return len(self.tokenizer(question, add_special_tokens=False)["input_ids"])
+
+    def answer(self, question: str, context: str) -> Answer:
+        import torch
+
+        question_len = self.question_tokens(question)
+        # [CLS] question [SEP] context [SEP]: the context needs at least a couple of tokens.
+        room = self.max_seq_len - question_len - 3
+        if question_len > self.max_question_len or room < 2:
+            raise QuestionTooLongError(
+                f"question is {question_len} tokens; the limit is {min(self.max_question_len, self.max_seq_len - 5)}"
+            )
+        stride = max(0, min(self.doc_stride, room // 2))
+        encoded = self.tokenizer(
+            question,
+            context,
+            truncation="only_second",
+            max_length=self.max_seq_len,
+            stride=stride,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+            padding="longest",
+            return_tensors="pt",
+        )
+        offsets = encoded["offset_mapping"]
+        with torch.inference_mode():
+            output = self.model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"])
+        best: tuple[Span, int] | None = None
+        for window in range(offsets.shape[0]):
+            ids = encoded.sequence_ids(window)
+            allowed = torch.tensor([sid == 1 for sid in ids])
+            span = best_span(
+                output.start_logits[window].float(),
+                output.end_logits[window].float(),
+                allowed,
+                self.max_answer_len,
+            )
+            if span is not None and (best is None or span.score > best[0].score):
+                best = (span, window)
+        if best is None:
+            return Answer("", 0.0, 0, 0)
+        span, window = best
+        start_char = int(offsets[window, span.start, 0])
+        end_char = int(offsets[window, span.end, 1])
+        return Answer(context[start_char:end_char], span.score, start_char, end_char)
