@@ -11,6 +11,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+# The sink contract kit asserts in a library module: have pytest rewrite it so that a failing
+# contract test shows the values. Plugin authors get this by loading this plugin.
+pytest.register_assert_rewrite("capture_ext.testing.contract")
+
 if TYPE_CHECKING:
     from capture_ext.testing.aws import AwsHelper, MotoServer
 

@@ -1,0 +1,356 @@
+"""The sink contract test kit: one pytest base class every sink runs to prove it plays by the rules.
+
+Subclass :class:`SinkContract` in a module named ``test_*.py`` and tell it how to build your
+sink and how to read back what it wrote; it contributes the tests::
+
+    from capture_ext.testing.contract import SinkContract
+
+    class TestMySink(SinkContract):
+        sink_name = "my_sink"            # checks the entry point too
+
+        @pytest.fixture(autouse=True)
+        def _backend(self, tmp_path):    # any fixtures you need; pytest gives each test a new instance
+            self.path = tmp_path / "out.db"
+
+        def make_sink(self):
+            return MySink(self.context(env={"CAPTURE_MY_SINK_PATH": str(self.path)}))
+
+        async def read_back(self):
+            return [...]                 # every record the backend holds, as dicts with "inference_id"
+
+What is checked, and why the dispatcher depends on it: a sink satisfies the ``Sink`` protocol;
+``start``/``write_batch``/``close`` work in order; ``close`` is idempotent (also before
+``start``) and a later ``write_batch`` answers ``FATAL`` instead of raising; the same batch
+written twice, by the same or a new instance, is stored once when the sink is idempotent
+(``idempotent = False`` relaxes this to at-least-once); a ``write_batch`` cancelled by the
+dispatcher's deadline (``asyncio.timeout``) neither swallows the cancellation nor leaves the
+sink unusable; odd, empty and large batches are handled; records are never mutated (every sink
+sees the same dicts); and failures caused by ``break_sink()`` are classified, not raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import inspect
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import pytest
+
+from capture_ext.models import Batch, Outcome, Record, Sink, SinkContext, WriteResult
+
+__all__ = ["SinkContract", "make_batch", "make_record", "odd_records"]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def make_record(environment_id: str = "contract", sequence: int = 0, **fields: Any) -> Record:
+    """An enriched record as the extension hands it to sinks (a question-answering inference)."""
+    record: Record = {
+        "inference_id": uuid.uuid4().hex,
+        "request_id": str(uuid.uuid4()),
+        "model": {"name": "distilbert-base-cased-distilled-squad", "version": "1"},
+        "timestamp": _now(),
+        "latency_ms": 42.5,
+        "input": {"question": "Where is the extension?", "context": "The extension runs in /opt/extensions."},
+        "output": {"answer": "/opt/extensions", "score": 0.93, "start": 23, "end": 38},
+        "metadata": {"tenant": "contract"},
+        "function_name": "contract-fn",
+        "function_version": "$LATEST",
+        "environment_id": environment_id,
+        "captured_at": _now(),
+        "sequence": sequence,
+    }
+    record.update(fields)
+    return record
+
+
+def make_batch(
+    records: Sequence[Record], environment_id: str = "contract", sequence: int = 1, attempt: int = 1
+) -> Batch:
+    """A sealed batch with the extension's id scheme ``<environment_id>-<sequence:08d>``."""
+    return Batch(f"{environment_id}-{sequence:08d}", environment_id, sequence, tuple(records), attempt)
+
+
+def odd_records(environment_id: str = "contract") -> list[Record]:
+    """Records that are legal but unusual: what breaks naive encoders and schemas."""
+    base = {"environment_id": environment_id}
+    return [
+        make_record(**base, sequence=1, input="", output=""),
+        make_record(**base, sequence=2, input=None, output={"answer": None}),
+        make_record(**base, sequence=3, input={"q": "çava? 日本語 🚀 \u202eRTL", "nul": "a\u0000b"}, output=["é"]),
+        make_record(**base, sequence=4, input={"deep": [[[[{"x": [1, 2.5, -0.0, True, None]}]]]]}, output=0),
+        make_record(**base, sequence=5, input=9007199254740993, output=1e308, latency_ms=None),
+        make_record(**base, sequence=6, input={"text": "x" * 100_000}, output={"answer": "y"}),
+        make_record(**base, sequence=7, model=None, request_id=None, metadata={}, input=[], output={}),
+        make_record(**base, sequence=8, metadata={'weird key \n\t"': {"nested": ["ok"]}}, input={"": ""}),
+    ]
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+class SinkContract:
+    """Base class of the sink contract tests; subclasses supply the sink (see module docstring)."""
+
+    #: Writing the same batch twice leaves one copy (keys derived from ``batch_id``, upserts).
+    idempotent: ClassVar[bool] = True
+    #: Record fields :meth:`read_back` must return unchanged, besides ``inference_id``.
+    round_trip_fields: ClassVar[tuple[str, ...]] = ("input", "output")
+    #: Records in the large-batch test; above common per-request limits (Firehose: 500).
+    large_batch_size: ClassVar[int] = 600
+    #: Failures :meth:`break_sink` can cause; each runs the classification test once.
+    breakages: ClassVar[tuple[str, ...]] = ()
+    #: When set, the sink must be registered under this name through the installed entry points.
+    sink_name: ClassVar[str | None] = None
+    #: Deadlines (seconds) at which the deadline test cancels ``write_batch``.
+    deadlines_s: ClassVar[tuple[float, ...]] = (0.0, 0.001, 0.01, 0.05)
+    #: ``timeout_s`` given to ``close()``.
+    close_timeout_s: ClassVar[float] = 5.0
+
+    # -- what a subclass provides ---------------------------------------------------------
+    def make_sink(self) -> Sink:
+        """A new, unstarted sink instance writing to the test's backend (may be async)."""
+        raise NotImplementedError("SinkContract subclasses implement make_sink()")
+
+    async def read_back(self) -> list[Record]:
+        """Every record the backend holds, as dicts with at least ``inference_id`` (may be sync).
+
+        Return one dict per stored copy (duplicates included): that is what the idempotency
+        tests count. Records of other tests may be included; only this test's ids are looked at.
+        """
+        raise NotImplementedError("SinkContract subclasses implement read_back()")
+
+    async def break_sink(self, breakage: str) -> Outcome:
+        """Make the backend fail in the way named ``breakage``; return the outcome the sink must report."""
+        raise NotImplementedError
+
+    async def heal_sink(self, breakage: str) -> None:
+        """Undo :meth:`break_sink`."""
+
+    # -- helpers for subclasses --------------------------------------------------------------
+    def context(self, name: str | None = None, env: dict[str, str] | None = None, **overrides: Any) -> SinkContext:
+        """A :class:`SinkContext` like the extension builds, with settings read from ``env``."""
+        from capture_ext.core.config import Settings
+
+        env = {"AWS_LAMBDA_FUNCTION_NAME": "contract-fn", **(env or {})}
+        settings = Settings.from_env(env)
+        fields: dict[str, Any] = {
+            "name": name or self.sink_name or "contract",
+            "env": env,
+            "function_name": settings.function_name,
+            "function_version": settings.function_version,
+            "environment_id": self.environment_id,
+            "region": settings.region,
+            "settings": settings,
+        }
+        fields.update(overrides)
+        return SinkContext(**fields)
+
+    @property
+    def environment_id(self) -> str:
+        """Unique per test, so batch ids never collide on a backend shared between tests."""
+        env_id: str | None = getattr(self, "_contract_environment_id", None)
+        if env_id is None:
+            env_id = f"ct{uuid.uuid4().hex[:10]}"
+            self._contract_environment_id = env_id
+        return env_id
+
+    def records(self, n: int, **fields: Any) -> list[Record]:
+        return [make_record(self.environment_id, i, **fields) for i in range(n)]
+
+    def batch(self, records: Sequence[Record], sequence: int = 1, attempt: int = 1) -> Batch:
+        return make_batch(records, self.environment_id, sequence, attempt)
+
+    @contextlib.asynccontextmanager
+    async def started_sink(self) -> AsyncIterator[Sink]:
+        """``make_sink()`` + ``start()``; closed on the way out whatever happens."""
+        sink = await _maybe_await(self.make_sink())
+        await sink.start()
+        try:
+            yield sink
+        finally:
+            await sink.close(self.close_timeout_s)
+
+    async def write_ok(self, sink: Sink, batch: Batch) -> None:
+        result = await sink.write_batch(batch)
+        assert isinstance(result, WriteResult), f"write_batch returned {result!r}, not a WriteResult"
+        assert result.outcome is Outcome.OK, f"{sink.name}: expected OK, got {result}"
+
+    async def stored_counts(self, expected: Iterable[Record]) -> Counter[str]:
+        """How many copies of each expected record the backend holds."""
+        wanted = {r["inference_id"] for r in expected}
+        stored = await _maybe_await(self.read_back())
+        return Counter(r.get("inference_id") for r in stored if r.get("inference_id") in wanted)
+
+    async def assert_stored(self, expected: Sequence[Record], *, exactly_once: bool = True) -> None:
+        counts = await self.stored_counts(expected)
+        missing = [r["inference_id"] for r in expected if counts[r["inference_id"]] == 0]
+        assert not missing, f"{len(missing)} of {len(expected)} records were not stored: {missing[:5]}"
+        if exactly_once:
+            dupes = {k: v for k, v in counts.items() if v > 1}
+            assert not dupes, f"records stored more than once: {dict(list(dupes.items())[:5])}"
+
+    async def assert_round_trip(self, expected: Sequence[Record]) -> None:
+        by_id = {r.get("inference_id"): r for r in await _maybe_await(self.read_back())}
+        for record in expected:
+            got = by_id[record["inference_id"]]
+            for name in self.round_trip_fields:
+                assert got.get(name) == record[name], (
+                    f"field {name!r} of {record['inference_id']} came back as {got.get(name)!r:.200}, "
+                    f"expected {record[name]!r:.200}"
+                )
+
+    # -- pytest wiring --------------------------------------------------------------------------
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        if "breakage" in metafunc.fixturenames:
+            params: list[Any] = list(self.breakages) or [
+                pytest.param("", marks=pytest.mark.skip(reason="no breakages declared (set `breakages`)"))
+            ]
+            metafunc.parametrize("breakage", params)
+
+    # -- the contract ---------------------------------------------------------------------------
+    @pytest.mark.asyncio
+    async def test_satisfies_the_sink_protocol(self) -> None:
+        sink = await _maybe_await(self.make_sink())
+        try:
+            assert isinstance(sink, Sink), f"{sink!r} lacks start/write_batch/close or name"
+            assert isinstance(sink.name, str) and sink.name, "sink.name must be a non-empty str"
+            for method in ("start", "write_batch", "close"):
+                assert inspect.iscoroutinefunction(getattr(sink, method)), f"{method} must be `async def`"
+        finally:
+            await sink.close(self.close_timeout_s)
+
+    @pytest.mark.asyncio
+    async def test_writes_and_reads_back(self) -> None:
+        records = self.records(3)
+        async with self.started_sink() as sink:
+            await self.write_ok(sink, self.batch(records))
+        await self.assert_stored(records)
+        await self.assert_round_trip(records)
+
+    @pytest.mark.asyncio
+    async def test_does_not_mutate_records(self) -> None:
+        records = self.records(3)
+        before = copy.deepcopy(records)
+        async with self.started_sink() as sink:
+            await self.write_ok(sink, self.batch(records))
+        assert records == before, "write_batch mutated the records (other sinks share them)"
+
+    @pytest.mark.asyncio
+    async def test_close_is_idempotent_and_write_after_close_is_fatal(self) -> None:
+        sink = await _maybe_await(self.make_sink())
+        await sink.close(self.close_timeout_s)  # before start: the dispatcher closes sinks whose start failed
+        sink = await _maybe_await(self.make_sink())
+        await sink.start()
+        await self.write_ok(sink, self.batch(self.records(1)))
+        await sink.close(self.close_timeout_s)
+        await sink.close(self.close_timeout_s)
+        result = await sink.write_batch(self.batch(self.records(1), sequence=2))
+        assert isinstance(result, WriteResult), f"write_batch after close returned {result!r}"
+        assert result.outcome is Outcome.FATAL, f"write_batch after close must be FATAL, got {result}"
+        assert result.error, "a FATAL result must say why"
+
+    @pytest.mark.asyncio
+    async def test_same_batch_twice_is_stored_once(self) -> None:
+        records = self.records(4)
+        async with self.started_sink() as sink:
+            await self.write_ok(sink, self.batch(records))
+            await self.write_ok(sink, self.batch(records, attempt=2))  # a retry after a lost answer
+        await self.assert_stored(records, exactly_once=self.idempotent)
+        await self.assert_round_trip(records)
+
+    @pytest.mark.asyncio
+    async def test_same_batch_from_a_new_instance_is_stored_once(self) -> None:
+        # An extension restarted from its spool replays batches with their original ids.
+        records = self.records(2)
+        for attempt in (1, 2):
+            async with self.started_sink() as sink:
+                await self.write_ok(sink, self.batch(records, attempt=attempt))
+        await self.assert_stored(records, exactly_once=self.idempotent)
+
+    @pytest.mark.asyncio
+    async def test_empty_batch_is_ok(self) -> None:
+        async with self.started_sink() as sink:
+            await self.write_ok(sink, self.batch([]))
+            records = self.records(1)
+            await self.write_ok(sink, self.batch(records, sequence=2))
+        await self.assert_stored(records)
+
+    @pytest.mark.asyncio
+    async def test_odd_records_are_stored(self) -> None:
+        records = odd_records(self.environment_id)
+        async with self.started_sink() as sink:
+            await self.write_ok(sink, self.batch(records))
+        await self.assert_stored(records)
+        await self.assert_round_trip(records)
+
+    @pytest.mark.asyncio
+    async def test_large_batch_is_stored(self) -> None:
+        records = self.records(self.large_batch_size)
+        async with self.started_sink() as sink:
+            await self.write_ok(sink, self.batch(records))
+        await self.assert_stored(records)
+
+    @pytest.mark.asyncio
+    async def test_deadline_cancellation_leaves_the_sink_usable(self) -> None:
+        written: list[Record] = []
+        async with self.started_sink() as sink:
+            for sequence, deadline in enumerate(self.deadlines_s, start=1):
+                records = self.records(5)
+                batch = self.batch(records, sequence=sequence)
+                timed_out = False
+                try:
+                    async with asyncio.timeout(deadline) as cm:
+                        await sink.write_batch(batch)
+                except TimeoutError:
+                    timed_out = True
+                assert timed_out or not cm.expired(), (
+                    f"write_batch swallowed the deadline's CancelledError (deadline {deadline}s): "
+                    "let it propagate so the dispatcher knows the write did not finish"
+                )
+                # The dispatcher retries the same batch: the sink must still work.
+                await self.write_ok(sink, self.batch(records, sequence=sequence, attempt=2))
+                written += records
+        await self.assert_stored(written, exactly_once=self.idempotent)
+
+    @pytest.mark.asyncio
+    async def test_failures_are_classified_not_raised(self, breakage: str) -> None:
+        records = self.records(3)
+        async with self.started_sink() as sink:
+            await self.write_ok(sink, self.batch(self.records(1), sequence=1))  # warm clients up first
+            expected = await self.break_sink(breakage)
+            try:
+                result = await sink.write_batch(self.batch(records, sequence=2))
+            finally:
+                await _maybe_await(self.heal_sink(breakage))
+            assert isinstance(result, WriteResult), f"{breakage}: write_batch returned {result!r}"
+            assert result.outcome is expected, f"{breakage}: expected {expected.name}, got {result}"
+            assert result.error, f"{breakage}: a failed WriteResult must say why"
+            ids = {r["inference_id"] for r in records}
+            assert set(result.failed_ids) <= ids, f"{breakage}: failed_ids names records not in the batch"
+            await self.write_ok(sink, self.batch(records, sequence=2, attempt=2))
+        await self.assert_stored(records, exactly_once=self.idempotent)
+
+    @pytest.mark.asyncio
+    async def test_is_discoverable_through_its_entry_point(self) -> None:
+        if not self.sink_name:
+            pytest.skip("set `sink_name` to check the installed entry point")
+        from capture_ext.core.plugins import get_plugin_manager
+
+        plugins = get_plugin_manager()
+        factories = plugins.sink_factories()
+        owner_errors = [e for e in plugins.errors if repr(self.sink_name) in e]
+        assert self.sink_name in factories, (
+            f"no installed plugin registers sink {self.sink_name!r} (is the package installed, with an "
+            f"entry point in group 'capture_ext'?); plugin errors: {plugins.errors}"
+        )
+        assert not owner_errors, owner_errors
