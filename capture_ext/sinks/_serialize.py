@@ -122,10 +122,19 @@ def fit(record: Record, data: bytes, limit: int) -> tuple[bytes, bool]:
         stub = {"inference_id": record.get("inference_id"), "truncated": True, "original_bytes": len(data)}
         return dumps(stub)[:limit], True
     text = data[:budget].decode("utf-8", "ignore")
-    while True:
-        stub["payload_prefix"] = text
-        encoded = dumps(stub)
-        if len(encoded) <= limit:
-            return encoded, True
-        # JSON escaping grew the text (quotes, backslashes, control characters): cut the excess.
-        text = text[: max(len(text) - (len(encoded) - limit) - 1, 0)]
+    stub["payload_prefix"] = text
+    encoded = dumps(stub)
+    if len(encoded) <= limit:
+        return encoded, True
+    # JSON escaping grew the text (quotes, backslashes, control characters): find the longest
+    # prefix that still fits. Rare, and log2(limit) encodes at most.
+    low, high = 0, len(text) - 1
+    while low < high:
+        middle = (low + high + 1) // 2
+        stub["payload_prefix"] = text[:middle]
+        if len(dumps(stub)) <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    stub["payload_prefix"] = text[:low]
+    return dumps(stub), True

@@ -19,7 +19,7 @@ ids, so the dispatcher retries them and counts them as dropped if they never get
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,8 +52,12 @@ class LogEvent:
     record: Record
 
 
-def to_events(records: Sequence[Record], now_ms: int) -> tuple[list[LogEvent], int, int]:
-    """Records → chronologically sorted events; also returns (truncated, clamped) counts."""
+def to_events(records: Sequence[Record], now_ms: int, restamp: Collection[str] = ()) -> tuple[list[LogEvent], int, int]:
+    """Records → chronologically sorted events; also returns (truncated, clamped) counts.
+
+    ``restamp`` holds ids CloudWatch rejected before (for example older than the group's
+    retention): they get the current time, or they would be rejected on every retry.
+    """
     events: list[LogEvent] = []
     truncated = clamped = 0
     low, high = now_ms - MAX_AGE_MS + CLAMP_MARGIN_MS, now_ms + MAX_AHEAD_MS - CLAMP_MARGIN_MS
@@ -61,7 +65,10 @@ def to_events(records: Sequence[Record], now_ms: int) -> tuple[list[LogEvent], i
         data, cut = fit(record, dumps(record), MAX_MESSAGE_BYTES)
         truncated += cut
         ts = epoch_ms(captured_at(record))
-        if not low <= ts <= high:
+        if restamp and record.get("inference_id") in restamp:
+            ts = now_ms
+            clamped += 1
+        elif not low <= ts <= high:
             ts = min(max(ts, low), high)
             clamped += 1
         events.append(LogEvent(ts, data.decode(), len(data) + EVENT_OVERHEAD_BYTES, record))
@@ -115,6 +122,7 @@ class CloudWatchSink:
         self.errors = ErrorReporter(ctx.name, ctx.logger)
         self.stats = {"events": 0, "requests": 0, "rejected": 0, "truncated": 0, "clamped": 0, "bytes": 0}
         self._streams: set[str] = set()
+        self._restamp: set[str] = set()
 
     async def start(self) -> None:
         """Nothing to do: the client and the stream are created by the first batch."""
@@ -134,7 +142,7 @@ class CloudWatchSink:
             stream = stream_name(self.function_name, env_id, captured_at(record))
             by_stream.setdefault(stream, []).append(record)
         now_ms = int(time.time() * 1000)
-        pending = [(stream, to_events(records, now_ms)) for stream, records in sorted(by_stream.items())]
+        pending = [(stream, to_events(recs, now_ms, self._restamp)) for stream, recs in sorted(by_stream.items())]
         failed: list[Record] = []
         for position, (stream, (events, truncated, clamped)) in enumerate(pending):
             self.stats["truncated"] += truncated
@@ -176,9 +184,11 @@ class CloudWatchSink:
                     logEvents=[{"timestamp": e.timestamp, "message": e.message} for e in request],
                 )
             except Exception as exc:
-                if error_code(exc)[0] == "ResourceNotFoundException":
-                    self._streams.discard(stream)  # deleted under us: recreate on the retry
                 remaining = [e.record for r in requests[index:] for e in r]
+                if error_code(exc)[0] == "ResourceNotFoundException":
+                    self._streams.discard(stream)  # deleted under us: the retry recreates it
+                    gone = f"{self.log_group} {stream} disappeared; it is recreated on the next attempt"
+                    return WriteResult.retryable(gone), not_stored + remaining
                 result = self.errors.result(exc, action="logs:PutLogEvents", resource=self._arn(stream))
                 return result, not_stored + remaining
             rejected = rejected_indices(response.get("rejectedLogEventsInfo"), len(request))
@@ -194,6 +204,10 @@ class CloudWatchSink:
                     response.get("rejectedLogEventsInfo"),
                 )
                 not_stored.extend(request[i].record for i in sorted(rejected))
+                self._restamp.update(str(request[i].record.get("inference_id")) for i in rejected)
+            if self._restamp:
+                stored = (e.record.get("inference_id") for i, e in enumerate(request) if i not in rejected)
+                self._restamp.difference_update(str(i) for i in stored)
             self.stats["requests"] += 1
             self.stats["events"] += len(request) - len(rejected)
             self.stats["bytes"] += sum(e.size for e in request)
