@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
+import pytest_asyncio
 
 # The sink contract kit asserts in a library module: have pytest rewrite it so that a failing
 # contract test shows the values. Plugin authors get this by loading this plugin.
@@ -58,3 +59,34 @@ def aws(aws_env: dict[str, str]) -> "AwsHelper":
     from capture_ext.testing.aws import AwsHelper
 
     return AwsHelper(aws_env["AWS_ENDPOINT_URL"], aws_env["AWS_REGION"])
+
+
+# -- local Lambda (capture_ext.testing.emulator) ----------------------------------------------
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable
+
+    from capture_ext.testing.emulator import LambdaEmulator
+
+
+@pytest_asyncio.fixture
+async def lambda_emulator() -> "AsyncIterator[Callable[..., Awaitable[LambdaEmulator]]]":
+    """Factory for started local Lambdas: ``emu = await lambda_emulator("app.handler", task_root, ext_dir, env)``.
+
+    Takes ``LambdaEmulator``'s arguments. Every emulator made is shut down (SHUTDOWN, then SIGKILL
+    of whatever is left) and its API server stopped when the test ends, even when it fails.
+    """
+    from capture_ext.testing.emulator import LambdaEmulator
+
+    started: list[LambdaEmulator] = []
+
+    async def make(*args: object, **kwargs: object) -> LambdaEmulator:
+        emulator = LambdaEmulator(*args, **kwargs)  # type: ignore[arg-type]
+        await emulator.start()
+        started.append(emulator)
+        return emulator
+
+    try:
+        yield make
+    finally:
+        for emulator in reversed(started):
+            await emulator.close()
