@@ -177,20 +177,9 @@ class CloudWatchSink:
         not_stored: list[Record] = []
         requests = plan_requests(events)
         for index, request in enumerate(requests):
-            try:
-                response = await client.put_log_events(
-                    logGroupName=self.log_group,
-                    logStreamName=stream,
-                    logEvents=[{"timestamp": e.timestamp, "message": e.message} for e in request],
-                )
-            except Exception as exc:
-                remaining = [e.record for r in requests[index:] for e in r]
-                if error_code(exc)[0] == "ResourceNotFoundException":
-                    self._streams.discard(stream)  # deleted under us: the retry recreates it
-                    gone = f"{self.log_group} {stream} disappeared; it is recreated on the next attempt"
-                    return WriteResult.retryable(gone), not_stored + remaining
-                result = self.errors.result(exc, action="logs:PutLogEvents", resource=self._arn(stream))
-                return result, not_stored + remaining
+            response, failure = await self._put(client, stream, request)
+            if failure is not None:
+                return failure, not_stored + [e.record for r in requests[index:] for e in r]
             rejected = rejected_indices(response.get("rejectedLogEventsInfo"), len(request))
             if rejected:
                 self.stats["rejected"] += len(rejected)
@@ -212,6 +201,26 @@ class CloudWatchSink:
             self.stats["events"] += len(request) - len(rejected)
             self.stats["bytes"] += sum(e.size for e in request)
         return None, not_stored
+
+    async def _put(self, client: Any, stream: str, request: list[LogEvent]) -> tuple[Any, WriteResult | None]:
+        """One PutLogEvents; a stream or group deleted under us is recreated and the request resent once."""
+        events = [{"timestamp": e.timestamp, "message": e.message} for e in request]
+        for recreated in (False, True):
+            try:
+                response = await client.put_log_events(
+                    logGroupName=self.log_group, logStreamName=stream, logEvents=events
+                )
+                return response, None
+            except Exception as exc:
+                if error_code(exc)[0] != "ResourceNotFoundException":
+                    return None, self.errors.result(exc, action="logs:PutLogEvents", resource=self._arn(stream))
+                if recreated:
+                    return None, WriteResult.retryable(f"{self.log_group} {stream} disappeared again after creation")
+                self._streams.discard(stream)
+                failure = await self._ensure_stream(client, stream)
+                if failure is not None:
+                    return None, failure
+        raise AssertionError("unreachable")
 
     async def _ensure_stream(self, client: Any, stream: str, group_created: bool = False) -> WriteResult | None:
         """Create the stream (and, when allowed, the group) once per process."""

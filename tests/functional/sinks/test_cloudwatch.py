@@ -253,7 +253,7 @@ async def test_rejected_events_are_counted_and_retried_with_a_fresh_timestamp(
     assert all(e["timestamp"] >= (time.time() - 60) * 1000 for e in retried)  # restamped to "now"
 
 
-async def test_stream_deleted_under_the_sink_is_recreated_on_retry(
+async def test_stream_deleted_under_the_sink_is_recreated_and_resent(
     make_ctx: MakeContext, aws: AwsHelper, proxy: AwsProxy
 ) -> None:
     records = make_records(3, _now() - timedelta(seconds=30))
@@ -263,9 +263,20 @@ async def test_stream_deleted_under_the_sink_is_recreated_on_retry(
     aws.client("logs").delete_log_stream(logGroupName=LOG_GROUP, logStreamName=stream)
 
     more = make_records(2, _now() - timedelta(seconds=5), first_sequence=3)
-    batch = make_batch(more, batch_sequence=2)
-    first = await sink.write_batch(batch)
-    second = await sink.write_batch(batch)
+    result = await sink.write_batch(make_batch(more, batch_sequence=2))
     await sink.close(1.0)
-    assert first.outcome is Outcome.RETRYABLE and second.is_ok
+    assert result.is_ok
+    assert [c.operation for c in proxy.calls][-3:] == ["PutLogEvents", "CreateLogStream", "PutLogEvents"]
     assert [m["inference_id"] for m in aws.all_log_messages(LOG_GROUP)[stream]] == [r["inference_id"] for r in more]
+
+
+async def test_group_deleted_without_create_permission_is_fatal(
+    make_ctx: MakeContext, aws: AwsHelper, proxy: AwsProxy
+) -> None:
+    aws.create_log_group(LOG_GROUP)
+    sink = CloudWatchSink(make_ctx("cloudwatch", endpoint=proxy.endpoint, CAPTURE_LOG_GROUP_CREATE="0"))
+    assert (await sink.write_batch(make_batch(make_records(1, _now())))).is_ok
+    aws.client("logs").delete_log_group(logGroupName=LOG_GROUP)
+    result = await sink.write_batch(make_batch(make_records(2, _now()), batch_sequence=2))
+    await sink.close(1.0)
+    assert result.outcome is Outcome.FATAL and "CAPTURE_LOG_GROUP_CREATE=0" in (result.error or "")
