@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test lint unit functional integration e2e demo clean
+.PHONY: setup test lint unit functional integration e2e demo clean example-plugin
 
 setup: $(STAMP)
 
@@ -25,8 +25,16 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: lint
+# The example plugin is installed like any third-party sink, and its own tests (the sink
+# contract kit against a local HTTP receiver) run from its directory.
+WEBHOOK_EXAMPLE := examples/capture-ext-webhook
+
+example-plugin: setup
+	$(PIP) install -q -e $(WEBHOOK_EXAMPLE) --no-deps
+
+test: lint example-plugin
 	$(PY) -m pytest -q -p no:cacheprovider tests
+	cd $(WEBHOOK_EXAMPLE) && $(CURDIR)/$(PY) -m pytest -q -p no:cacheprovider
 
 unit: setup
 	$(PY) -m pytest -q tests/unit
