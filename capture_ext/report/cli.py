@@ -29,6 +29,18 @@ PLOTS_DIR = "plots"
 log = logging.getLogger("capture_ext.report")
 
 
+def _arg(parse: Any) -> Any:
+    """Wrap a parser so argparse shows its message ("not an ISO 8601 date …"), not its name."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    return convert
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="capture-ext report",
@@ -46,15 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     src.add_argument("--format", choices=("auto", "jsonl", "parquet"), default="auto")
     src.add_argument("--function", help="only this function (the function= partition)")
-    src.add_argument("--start", type=parse_time, help="window start, ISO 8601 (UTC if no offset)")
-    src.add_argument("--end", type=parse_time, help="window end (exclusive); default: now when --last is used")
-    src.add_argument("--last", type=parse_duration, help="window length ending at --end, e.g. 1h, 24h, 7d")
+    src.add_argument("--start", type=_arg(parse_time), help="window start, ISO 8601 (UTC if no offset)")
+    src.add_argument("--end", type=_arg(parse_time), help="window end (exclusive); default: now when --last is used")
+    src.add_argument("--last", type=_arg(parse_duration), help="window length ending at --end, e.g. 1h, 24h, 7d")
     base = p.add_argument_group("baseline (default: the older half of the current window's records)")
     base.add_argument("--baseline", metavar="STATISTICS_JSON", help="statistics.json from an earlier report")
     base.add_argument("--baseline-data", metavar="URI", help="another capture prefix (default: --data)")
     base.add_argument("--baseline-format", choices=("auto", "jsonl", "parquet"), default="auto")
-    base.add_argument("--baseline-start", type=parse_time)
-    base.add_argument("--baseline-end", type=parse_time)
+    base.add_argument("--baseline-start", type=_arg(parse_time))
+    base.add_argument("--baseline-end", type=_arg(parse_time))
     tests = p.add_argument_group("tests")
     tests.add_argument("--p-value", type=float, default=Thresholds.p_value, help="KS / chi-squared / z")
     tests.add_argument("--distance", type=float, default=Thresholds.distance, help="Wasserstein / JS")
