@@ -1,0 +1,135 @@
+"""The docs cannot drift from the code: hooks, variables and sinks are checked both ways.
+
+- every hook spec has a heading in docs/hooks.md with its exact signature, and every hook
+  heading there is a real hook;
+- every ``CAPTURE_*`` variable of ``core.config.VARIABLES`` has a row in docs/configuration.md
+  with its default, and every documented ``CAPTURE_*`` row exists;
+- every built-in sink has a heading in docs/sinks.md;
+- the Python blocks of the plugin docs are valid Python.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+
+from capture_ext import hookspecs
+from capture_ext.core.config import VARIABLES, Variable
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+EMPTY_DEFAULTS = {"", "—", "-", "(none)", "(unset)", "unset", "none", "(required)", "required"}
+
+
+def hook_specs() -> dict[str, object]:
+    marker = f"{hookspecs.PROJECT_NAME}_spec"
+    return {name: fn for name, fn in vars(hookspecs).items() if callable(fn) and hasattr(fn, marker)}
+
+
+def signature_text(name: str, fn: object) -> str:
+    """``name(arg: Type) -> Ret`` exactly as written in hookspecs.py (string annotations)."""
+    sig = inspect.signature(fn)  # type: ignore[arg-type]
+    params = ", ".join(
+        f"{p.name}: {p.annotation}" if p.annotation is not inspect.Parameter.empty else p.name
+        for p in sig.parameters.values()
+    )
+    ret = "" if sig.return_annotation is inspect.Signature.empty else f" -> {sig.return_annotation}"
+    return f"{name}({params}){ret}"
+
+
+def sections(text: str, level: str = "##") -> dict[str, str]:
+    """Heading text (backticks removed) -> the section body up to the next heading of that level."""
+    parts = re.split(rf"^{level} +(.+)$", text, flags=re.M)
+    return {parts[i].strip().strip("`").strip(): parts[i + 1] for i in range(1, len(parts) - 1, 2)}
+
+
+def read(name: str) -> str:
+    path = DOCS / name
+    if not path.exists():
+        pytest.fail(f"docs/{name} is missing")
+    return path.read_text()
+
+
+# -- hooks -------------------------------------------------------------------------------------
+def test_hookspecs_module_has_hooks() -> None:
+    assert set(hook_specs()) >= {"capture_register_sinks", "capture_prepare_record"}
+
+
+@pytest.mark.parametrize("name", sorted(hook_specs()))
+def test_every_hook_is_documented_with_its_exact_signature(name: str) -> None:
+    documented = sections(read("hooks.md"))
+    assert name in documented, f"docs/hooks.md has no '## `{name}`' heading"
+    expected = signature_text(name, hook_specs()[name])
+    assert expected in documented[name], f"docs/hooks.md section {name!r} does not show `{expected}`"
+    body = documented[name]
+    for topic in ("When it is called", "May it block", "Example"):
+        assert topic in body, f"docs/hooks.md section {name!r} lacks '{topic}'"
+
+
+def test_every_documented_hook_exists() -> None:
+    documented = {h for h in sections(read("hooks.md")) if h.startswith("capture_")}
+    assert documented <= set(hook_specs()), f"docs/hooks.md documents unknown hooks: {documented - set(hook_specs())}"
+
+
+# -- configuration -----------------------------------------------------------------------------
+def documented_variables() -> dict[str, list[str]]:
+    """``CAPTURE_*`` name -> the cells of its table row in docs/configuration.md."""
+    rows: dict[str, list[str]] = {}
+    for line in read("configuration.md").splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and (match := re.fullmatch(r"`(CAPTURE_[A-Z0-9_]+)`", cells[0])):
+            rows[match.group(1)] = cells
+    return rows
+
+
+def default_shown(cell: str) -> str:
+    return cell.strip().strip("`").strip()
+
+
+@pytest.mark.parametrize("var", VARIABLES, ids=lambda v: v.name)
+def test_every_variable_is_documented_with_its_default(var: Variable) -> None:
+    rows = documented_variables()
+    assert var.name in rows, f"docs/configuration.md has no table row for `{var.name}`"
+    shown = default_shown(rows[var.name][1])
+    accepted = {default_shown(var.default_doc)} if var.default_doc else {var.default}
+    if not var.default and not var.default_doc:
+        accepted = EMPTY_DEFAULTS
+    assert shown in accepted, f"docs/configuration.md shows default {shown!r} for {var.name}, expected {accepted}"
+
+
+def test_every_documented_variable_exists() -> None:
+    known = {v.name for v in VARIABLES}
+    stale = set(documented_variables()) - known
+    assert not stale, f"docs/configuration.md documents variables the code does not read: {sorted(stale)}"
+
+
+# -- sinks -------------------------------------------------------------------------------------
+def builtin_sinks() -> list[str]:
+    from capture_ext.core.plugins import get_plugin_manager
+
+    plugins = get_plugin_manager(load_entrypoints=True)
+    names = [n for n in plugins.sink_factories() if plugins.sink_owner(n).startswith("builtin_")]
+    assert names, f"no built-in sink is registered: {plugins.errors}"
+    return sorted(names)
+
+
+def test_every_builtin_sink_is_documented() -> None:
+    text = read("sinks.md")
+    headings = {h for level in ("##", "###") for h in sections(text, level)}
+    missing = [name for name in builtin_sinks() if not any(re.search(rf"\b{name}\b", h) for h in headings)]
+    assert not missing, f"docs/sinks.md has no heading for built-in sinks {missing}"
+
+
+# -- code blocks -------------------------------------------------------------------------------
+@pytest.mark.parametrize("page", ["hooks.md", "writing-sinks.md"])
+def test_python_blocks_are_valid_python(page: str) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", read(page), flags=re.S)
+    assert blocks, f"docs/{page} has no python blocks"
+    for block in blocks:
+        try:
+            ast.parse(block)
+        except SyntaxError as exc:
+            pytest.fail(f"docs/{page}: invalid Python block ({exc}):\n{block}")
