@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     out = p.add_argument_group("output")
     out.add_argument("--out", default="capture-report", help="output folder (created)")
+    out.add_argument(
+        "--exit-message",
+        metavar="FILE",
+        help="also write the one-line verdict here (SageMaker Processing shows /opt/ml/output/message "
+        "as the job's ExitMessage)",
+    )
     out.add_argument("--exit-zero", action="store_true", help="exit 0 whenever the report was written")
     out.add_argument("--quiet", "-q", action="store_true", help="no progress bar, warnings only")
     out.add_argument("--verbose", "-v", action="store_true")
@@ -194,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         baseline, current, window, baseline_source = _load(args)
     except (SourceError, BaselineError, ValueError) as exc:
         print(f"capture-ext report: error: {exc}", file=sys.stderr)
+        if args.exit_message:
+            with open(args.exit_message, "w", encoding="utf-8") as handle:
+                handle.write(f"error: {exc}"[:1000] + "\n")
         return EXIT_NO_DATA
     thresholds = Thresholds(args.p_value, args.distance, args.small_sample)
     checks = compare(baseline, current, thresholds)
@@ -202,7 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     drifted = sorted({c.feature for c in checks if c.violated and c.check_type == DRIFT})
     other = sum(c.violated and c.check_type != DRIFT for c in checks)
     verdict = f"drift in {', '.join(drifted)}" if drifted else "no drift"
-    print(f"{verdict}; {other} data-quality violation(s); {current.n_rows} records vs {baseline.n_rows} baseline")
+    summary = f"{verdict}; {other} data-quality violation(s); {current.n_rows} records vs {baseline.n_rows} baseline"
+    print(summary)
     print(f"report: {report}")
     print(f"violations: {os.path.join(os.path.dirname(report), 'violations.json')} (exit {code})")
+    if args.exit_message:
+        with open(args.exit_message, "w", encoding="utf-8") as handle:
+            handle.write(f"{summary} (exit {code})\n")
     return EXIT_OK if args.exit_zero else code

@@ -257,19 +257,26 @@ def read_records(
 ) -> list[dict[str, Any]]:
     """Every record under ``uri`` captured in ``window``, oldest first, each with a parsed ``_ts``."""
     fs, path = open_filesystem(uri)
-    base, fmt = locate(fs, path, fmt)
+    try:
+        base, fmt = locate(fs, path, fmt)
+    except OSError as exc:  # no such bucket, no credentials, endpoint down: say where
+        raise SourceError(f"cannot read {uri}: {exc}") from exc
     files = list_files(fs, base, fmt, window, function)
     log.info("%s: %d %s file(s) under %s for %s", label, len(files), fmt, uri, window.describe())
     reader = _parquet_records if fmt == "parquet" else _jsonl_records
     records: list[dict[str, Any]] = []
+    undated = 0
     with _progress(len(files), quiet, label) as bar, ThreadPoolExecutor(max(1, workers)) as pool:
         for batch in pool.map(lambda p: _safe_read(reader, fs, p), files):
             for rec in batch:
                 ts = record_time(rec)
+                undated += ts is None
                 if ts is not None and window.contains(ts):
                     rec["_ts"] = ts
                     records.append(rec)
             bar.update(1)
+    if undated:
+        log.warning("%s: skipped %d record(s) without a readable captured_at/timestamp", label, undated)
     records.sort(key=lambda r: r["_ts"])
     return records
 

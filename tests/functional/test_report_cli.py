@@ -156,12 +156,19 @@ def test_exit_codes_for_no_data_quality_only_and_exit_zero(
     small: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     empty = ["--data", str(small), "--start", "2020-01-01", "--end", "2020-01-02", "-q"]
-    assert main([*empty, "--out", str(tmp_path / "none")]) == 3
+    message = tmp_path / "message"
+    assert main([*empty, "--out", str(tmp_path / "none"), "--exit-message", str(message)]) == 3
     assert "no records captured in 2020-01-01T00:00:00Z" in capsys.readouterr().err
+    assert message.read_text().startswith("error: no records captured")
     assert not (tmp_path / "none").exists()
 
-    assert main([*window_args(small, current=2), "--exit-zero", "--out", str(tmp_path / "z")]) == 0
+    zero = [*window_args(small, current=2), "--exit-zero", "--exit-message", str(message)]
+    assert main([*zero, "--out", str(tmp_path / "z")]) == 0
     assert violations(tmp_path / "z")["drift_detected"]
+    assert (
+        message.read_text()
+        == "drift in question_length, score; 0 data-quality violation(s); 300 records vs 300 baseline (exit 1)\n"
+    )
 
     # Same distributions, but the current window's function answers with extra output fields.
     root = tmp_path / "quality"
