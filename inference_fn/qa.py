@@ -48,12 +48,18 @@ class Span:
 
 
 def best_span(
-    start_logits: torch.Tensor, end_logits: torch.Tensor, allowed: torch.Tensor, max_answer_len: int
+    start_logits: torch.Tensor,
+    end_logits: torch.Tensor,
+    allowed: torch.Tensor,
+    max_answer_len: int,
+    normalize_over: torch.Tensor | None = None,
 ) -> Span | None:
     """The token span with the highest ``p(start) * p(end)`` among allowed tokens.
 
-    The probabilities are softmaxes over the allowed tokens only, so question and special
-    tokens neither win nor dilute the score. Returns None when no token is allowed.
+    The probabilities are softmaxes over ``normalize_over`` (default: the allowed tokens), so
+    question tokens can neither win nor dilute the score. The old pipeline also kept ``[CLS]``
+    in the denominator; :meth:`QuestionAnswerer.answer` does the same so scores stay comparable
+    with the AWS sample's. Returns None when no token is allowed.
     """
     import torch
 
@@ -62,13 +68,14 @@ def best_span(
     if not bool(allowed.any()):
         return None
     neg_inf = torch.tensor(float("-inf"), dtype=start_logits.dtype)
-    log_start = torch.log_softmax(torch.where(allowed, start_logits, neg_inf), dim=-1)
-    log_end = torch.log_softmax(torch.where(allowed, end_logits, neg_inf), dim=-1)
+    denominator = allowed if normalize_over is None else normalize_over | allowed
+    log_start = torch.log_softmax(torch.where(denominator, start_logits, neg_inf), dim=-1)
+    log_end = torch.log_softmax(torch.where(denominator, end_logits, neg_inf), dim=-1)
     pair = log_start[:, None] + log_end[None, :]
     n = pair.shape[0]
     rows = torch.arange(n)[:, None]
     cols = torch.arange(n)[None, :]
-    valid = (cols >= rows) & (cols - rows < max_answer_len)
+    valid = (cols >= rows) & (cols - rows < max_answer_len) & allowed[:, None] & allowed[None, :]
     pair = torch.where(valid, pair, neg_inf)
     flat = int(torch.argmax(pair))
     start, end = divmod(flat, n)
@@ -96,7 +103,7 @@ class QuestionAnswerer:
         info: dict[str, str | None] | None = None,
         max_seq_len: int = 384,
         doc_stride: int = 128,
-        max_answer_len: int = 30,
+        max_answer_len: int = 15,
         max_question_len: int = 64,
     ) -> None:
         if not getattr(tokenizer, "is_fast", False):
@@ -157,11 +164,13 @@ class QuestionAnswerer:
         for window in range(offsets.shape[0]):
             ids = encoded.sequence_ids(window)
             allowed = torch.tensor([sid == 1 for sid in ids])
+            cls = encoded["input_ids"][window] == self.tokenizer.cls_token_id
             span = best_span(
                 output.start_logits[window].float(),
                 output.end_logits[window].float(),
                 allowed,
                 self.max_answer_len,
+                normalize_over=cls,
             )
             if span is not None and (best is None or span.score > best[0].score):
                 best = (span, window)

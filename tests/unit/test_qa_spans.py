@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from inference_fn.qa import QuestionAnswerer, QuestionTooLongError, best_span
 from tests.qa_models import END_WORD, START_WORD, tiny_model
 
-FILLER = "the old city was there".split()
+FILLER = ["the", "old", "city", "was", "there"]
 
 
 def softmax(values: list[float], mask: list[bool]) -> list[float]:
@@ -29,10 +29,7 @@ def oracle(start: list[float], end: list[float], allowed: list[bool], max_len: i
     p_start, p_end = softmax(start, allowed), softmax(end, allowed)
     n = len(start)
     return max(
-        p_start[i] * p_end[j]
-        for i in range(n)
-        for j in range(i, min(n, i + max_len))
-        if allowed[i] and allowed[j]
+        p_start[i] * p_end[j] for i in range(n) for j in range(i, min(n, i + max_len)) if allowed[i] and allowed[j]
     )
 
 

@@ -1,0 +1,309 @@
+"""The Lambda handler on the tiny wired model, its capture checked on a real Unix socket.
+
+The listener below is a plain ``AF_UNIX`` stream server reading the NDJSON lines that
+``capture_ext.client`` writes, the same bytes the extension's ingest would receive.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import queue
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from awslambdaric.lambda_context import LambdaContext
+
+import capture_ext.client as capture_client
+from tests.qa_models import tiny_model
+
+EVENTS = Path(__file__).resolve().parents[2] / "events"
+QUESTION = "Which city is the capital of France?"
+CONTEXT = "Paris is the capital and largest city of France. It lies on the river Seine."
+#: What the wired model must answer for CONTEXT: from its first "paris" to the next "france".
+EXPECTED = CONTEXT[: CONTEXT.index("France") + len("France")]
+
+
+class SocketListener:
+    """Accepts connections on a Unix socket and queues every NDJSON line received."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(str(path))
+        self._server.listen()
+        self._server.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as stream:
+            for line in stream:
+                self.lines.put(json.loads(line))
+
+    def records(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """The next ``count`` capture records (control lines are skipped)."""
+        found: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while len(found) < count:
+            line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            if capture_client.CONTROL_KEY not in line:
+                found.append(line)
+        return found
+
+    def drain(self, wait: float = 0.3) -> list[dict[str, Any]]:
+        """Every line that arrives within ``wait`` seconds."""
+        time.sleep(wait)
+        out = []
+        while not self.lines.empty():
+            out.append(self.lines.get_nowait())
+        return out
+
+    def close(self) -> None:
+        self._stop.set()
+        self._server.close()
+        self._thread.join(timeout=2)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def capture_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh process-wide capture client pointed at ``tmp_path/capture.sock``, nothing else."""
+    sock_path = tmp_path / "capture.sock"
+    monkeypatch.setenv("CAPTURE_SOCKET", str(sock_path))
+    # A port nothing listens on, so the HTTP fallback cannot reach another test's extension.
+    monkeypatch.setenv("CAPTURE_PORT", str(free_port()))
+    monkeypatch.delenv("CAPTURE_SAMPLE_RATE", raising=False)
+    monkeypatch.setattr(capture_client, "_client", None)
+    yield sock_path
+    if capture_client._client is not None:
+        capture_client._client.close()
+
+
+@pytest.fixture
+def listener(capture_env: Path) -> Iterator[SocketListener]:
+    server = SocketListener(capture_env)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def app(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The handler module with a model holder of its own, pointed at the wired tiny model."""
+    monkeypatch.setenv("MODEL_DIR", str(tiny_model("wired")))
+    from inference_fn import app as module
+
+    monkeypatch.setattr(module, "MODEL", module.ModelHolder())
+    return module
+
+
+def lambda_context() -> LambdaContext:
+    return LambdaContext(
+        str(uuid.uuid4()),
+        None,
+        None,
+        int(time.time() * 1000) + 30_000,
+        "arn:aws:lambda:us-east-1:123456789012:function:nlp-qa",
+    )
+
+
+def api_event(body: str | None, *, b64: bool = False) -> dict[str, Any]:
+    if b64 and body is not None:
+        body = base64.b64encode(body.encode()).decode()
+    return {
+        "resource": "/nlp-qa",
+        "path": "/nlp-qa",
+        "httpMethod": "POST",
+        "headers": {"Content-Type": "application/json"},
+        "requestContext": {"httpMethod": "POST", "stage": "Prod", "requestId": "r-1"},
+        "body": body,
+        "isBase64Encoded": b64,
+    }
+
+
+def test_api_request_is_answered_and_captured(app: Any, listener: SocketListener) -> None:
+    context = lambda_context()
+    response = app.handler(api_event(json.dumps({"question": QUESTION, "context": CONTEXT})), context)
+
+    assert response["statusCode"] == 200
+    assert response["headers"]["Content-Type"] == "application/json"
+    body = json.loads(response["body"])
+    assert body["Question"] == QUESTION
+    assert body["Answer"] == EXPECTED
+    assert 0.0 < body["score"] <= 1.0
+    assert uuid.UUID(hex=body["inference_id"]).hex == body["inference_id"]
+
+    (record,) = listener.records(1)
+    assert record["inference_id"] == body["inference_id"]
+    assert record["request_id"] == context.aws_request_id
+    assert record["model"] == {"name": "tiny-distilbert-qa-wired", "version": "seed0-paris-france"}
+    assert record["input"] == {"question": QUESTION, "context": CONTEXT}
+    assert record["output"]["answer"] == EXPECTED
+    assert record["output"]["score"] == pytest.approx(body["score"])
+    assert CONTEXT[record["output"]["start"] : record["output"]["end"]] == EXPECTED
+    assert isinstance(record["latency_ms"], float) and record["latency_ms"] > 0
+    assert record["metadata"] == {"source": "api"}
+    # The decorator tells the extension the handler is done, for the same request.
+    done = [line for line in listener.drain() if capture_client.CONTROL_KEY in line]
+    assert done == [{capture_client.CONTROL_KEY: "done", "request_id": context.aws_request_id}]
+
+
+def test_direct_invocation_returns_the_document(app: Any, listener: SocketListener) -> None:
+    result = app.handler({"question": QUESTION, "context": CONTEXT}, lambda_context())
+    assert set(result) == {"Question", "Answer", "score", "inference_id"}
+    assert result["Answer"] == EXPECTED
+    (record,) = listener.records(1)
+    assert record["metadata"] == {"source": "direct"}
+    assert record["inference_id"] == result["inference_id"]
+
+
+def test_base64_http_api_body_is_decoded(app: Any, listener: SocketListener) -> None:
+    event = api_event(json.dumps({"question": QUESTION, "context": CONTEXT}), b64=True)
+    response = app.handler(event, lambda_context())
+    assert response["statusCode"] == 200
+    assert json.loads(response["body"])["Answer"] == EXPECTED
+
+
+def test_model_is_loaded_once_across_invocations(app: Any, listener: SocketListener) -> None:
+    ids = set()
+    for i in range(4):
+        context = f"{CONTEXT} Round {i}."
+        result = app.handler({"question": QUESTION, "context": context}, lambda_context())
+        ids.add(result["inference_id"])
+    assert app.MODEL.loads == 1
+    assert len(ids) == 4
+    assert len({r["request_id"] for r in listener.records(4)}) == 4
+
+
+def test_model_is_loaded_at_import_when_model_dir_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In Lambda, MODEL_DIR is set before the runtime imports the handler: the init loads the model."""
+    import importlib
+    import sys
+
+    monkeypatch.setenv("MODEL_DIR", str(tiny_model("wired")))
+    monkeypatch.delitem(sys.modules, "inference_fn.app", raising=False)
+    module = importlib.import_module("inference_fn.app")
+    try:
+        assert module.MODEL.loads == 1
+    finally:
+        monkeypatch.delitem(sys.modules, "inference_fn.app", raising=False)
+
+
+BAD_BODIES = [
+    (None, "request body is missing"),
+    ('{"question": "Which city?", "context": ', "request body is not valid JSON"),
+    (json.dumps([QUESTION, CONTEXT]), "expected a JSON object"),
+    (json.dumps({"context": CONTEXT}), "missing field 'question'"),
+    (json.dumps({"question": QUESTION}), "missing field 'context'"),
+    (json.dumps({"question": None, "context": CONTEXT}), "missing field 'question'"),
+    (json.dumps({"question": "", "context": CONTEXT}), "field 'question' is empty"),
+    (json.dumps({"question": QUESTION, "context": " \n\t"}), "field 'context' is empty"),
+    (json.dumps({"question": 42, "context": CONTEXT}), "field 'question' must be a string, not int"),
+    (json.dumps({"question": QUESTION, "context": "x" * 20_001}), "field 'context' is 20001 characters"),
+    (json.dumps({"question": "q" * 1_001, "context": CONTEXT}), "field 'question' is 1001 characters"),
+    (json.dumps({"question": " ".join(["a"] * 100), "context": CONTEXT}), "question is 100 tokens; the limit is 64"),
+]
+
+
+@pytest.mark.parametrize(("body", "problem"), BAD_BODIES, ids=[p for _, p in BAD_BODIES])
+def test_bad_requests_get_a_400_naming_the_problem(
+    app: Any, listener: SocketListener, body: str | None, problem: str
+) -> None:
+    response = app.handler(api_event(body), lambda_context())
+    assert response["statusCode"] == 400
+    assert response["headers"]["Content-Type"] == "application/json"
+    assert problem in json.loads(response["body"])["error"]
+    # Nothing was answered, so nothing is captured (only the handler-done control line).
+    assert all(capture_client.CONTROL_KEY in line for line in listener.drain())
+
+
+def test_invalid_base64_is_a_400(app: Any, listener: SocketListener) -> None:
+    event = api_event("not base64!!")
+    event["isBase64Encoded"] = True
+    response = app.handler(event, lambda_context())
+    assert response["statusCode"] == 400
+    assert "base64" in json.loads(response["body"])["error"]
+
+
+def test_bad_direct_invocation_names_the_problem(app: Any, listener: SocketListener) -> None:
+    assert app.handler({"context": CONTEXT}, lambda_context()) == {
+        "statusCode": 400,
+        "error": "missing field 'question'",
+    }
+    assert app.handler(["not", "a", "dict"], lambda_context())["statusCode"] == 400
+
+
+@pytest.mark.parametrize("failure", ["no extension", "extension hangs up", "sampled out"])
+def test_capture_failure_never_changes_the_answer(
+    app: Any, capture_env: Path, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    event = {"question": QUESTION, "context": CONTEXT}
+    closer: socket.socket | None = None
+    if failure == "extension hangs up":
+        # Accepts the connection and closes it at once, like an extension that crashed mid-invoke.
+        closer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        closer.bind(str(capture_env))
+        closer.listen()
+        threading.Thread(target=lambda: closer.accept()[0].close(), daemon=True).start()
+    elif failure == "sampled out":
+        monkeypatch.setenv("CAPTURE_SAMPLE_RATE", "0")
+    try:
+        results = [app.handler(dict(event), lambda_context()) for _ in range(3)]
+    finally:
+        if closer is not None:
+            closer.close()
+    assert {r["Answer"] for r in results} == {EXPECTED}
+    assert len({r["inference_id"] for r in results}) == 3
+
+
+def test_missing_model_fails_loudly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capture_env: Path) -> None:
+    monkeypatch.setenv("MODEL_DIR", str(tmp_path / "nothing-here"))
+    from inference_fn import app as module
+
+    monkeypatch.setattr(module, "MODEL", module.ModelHolder())
+    response = module.handler(api_event(json.dumps({"question": QUESTION, "context": CONTEXT})), lambda_context())
+    assert response["statusCode"] == 500
+    assert json.loads(response["body"])["error"] == "internal error"
+    with pytest.raises(FileNotFoundError, match="nothing-here"):
+        module.handler({"question": QUESTION, "context": CONTEXT}, lambda_context())
+
+
+@pytest.mark.parametrize("path", sorted(EVENTS.glob("*.json")), ids=lambda p: p.name)
+def test_sample_events(app: Any, listener: SocketListener, path: Path) -> None:
+    event = json.loads(path.read_text())
+    result = app.handler(event, lambda_context())
+    ok = path.stem.endswith("-ok")
+    if "direct" in path.name and ok:
+        assert result["Answer"] == EXPECTED
+        return
+    assert result["statusCode"] == (200 if ok else 400)
+    if ok:
+        assert json.loads(result["body"])["Answer"] == EXPECTED
+    else:
+        error = json.loads(result["body"])["error"] if "body" in result else result["error"]
+        assert error
