@@ -1,0 +1,178 @@
+"""Benchmark 1 (and its scaling curve): what one capture call costs the handler.
+
+Side by side in one run, against the same real extension process: our client over the Unix
+socket (the fast path), our client over HTTP (pointed at a socket path that does not exist), the
+AWS sample's two ``requests.post`` per invoke to a threaded ``http.server``, and a bare
+``sendall`` of the same pre-serialised line on a Unix socket (the physical floor). Calls are
+paced (the handler runs a model between captures), methods are interleaved round by round, and
+between rounds an INVOKE flushes the extension's buffer to a discarding sink.
+"""
+
+from __future__ import annotations
+
+import gc
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+from bench._harness import PYTHON, ROOT, Result, Sample, extension, fmt_spread, fmt_us, free_port, kill, record_of
+
+NAME = "capture_call"
+TABLE_SIZES = (1024, 10 * 1024, 100 * 1024)
+CURVE_SIZES = (256, 1024, 4 * 1024, 10 * 1024, 32 * 1024, 100 * 1024)
+METHODS = ("fast path (Unix socket)", "client over HTTP", "AWS sample (2× requests.post)", "bare socket sendall (floor)")
+
+
+def _gap_s(size: int) -> float:
+    """Pause between calls: enough for the extension to take the record (the handler infers meanwhile)."""
+    return 0.0002 + size * 2e-8
+
+
+def _calls(method: str, size: int, quick: bool) -> int:
+    if quick:
+        return 20
+    if method.startswith("AWS"):
+        return 120
+    if method.startswith("client over HTTP"):
+        return 300
+    return {256: 2000, 1024: 2000, 4096: 1500, 10240: 1000, 32768: 600, 102400: 300}.get(size, 500)
+
+
+def _measure(call: Callable[[int], None], calls: int, gap: float, warmup: int) -> list[float]:
+    for i in range(warmup):
+        call(i)
+    gc.collect()
+    timings = [0.0] * calls
+    clock = time.perf_counter
+    for i in range(calls):
+        started = clock()
+        call(i)
+        timings[i] = clock() - started
+        time.sleep(gap)
+    return timings
+
+
+def run(quick: bool) -> Result:
+    from bench._aws_sample import post_inference
+    from capture_ext.client import CaptureClient, _dumps
+
+    result = Result(NAME, "1. Cost of a capture call in the handler")
+    rounds = 2 if quick else 5
+    sizes = TABLE_SIZES if quick else CURVE_SIZES
+    samples: dict[tuple[str, int], Sample] = {(m, s): Sample() for m in METHODS for s in sizes}
+    sample_port = free_port()
+    sample_proc = subprocess.Popen(
+        [PYTHON, "-m", "bench._aws_sample", "--port", str(sample_port)],
+        cwd=str(ROOT),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    sent = 0
+    try:
+        assert sample_proc.stdout is not None
+        sample_proc.stdout.readline()
+        url = f"http://127.0.0.1:{sample_port}/"
+        env = {"CAPTURE_SINKS": "stdout", "CAPTURE_FLUSH_INTERVAL_S": "0", "CAPTURE_LOG_LEVEL": "WARNING"}
+        with extension(env) as ext:
+            fast = CaptureClient(socket_path=ext.socket_path, port=ext.port)
+            http = CaptureClient(socket_path=ext.socket_path + ".absent", port=ext.port, timeout_ms=1000)
+            floor = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            floor.connect(ext.socket_path)
+            for round_no in range(rounds):
+                for size in sizes:
+                    rec = record_of(size, seed=round_no)
+                    line = _dumps({"inference_id": "0" * 32, "timestamp": 0, "request_id": "r", **rec}) + b"\n"
+
+                    def via(client: CaptureClient, rec: dict = rec) -> Callable[[int], None]:  # type: ignore[type-arg]
+                        return lambda i: client.capture(  # type: ignore[no-any-return]
+                            rec["input"],
+                            rec["output"],
+                            request_id="bench",
+                            model=rec["model"],
+                            latency_ms=rec["latency_ms"],
+                            metadata=rec["metadata"],
+                        )
+
+                    calls: dict[str, Callable[[int], None]] = {
+                        METHODS[0]: via(fast),
+                        METHODS[1]: via(http),
+                        METHODS[2]: lambda i, rec=rec: post_inference(url, "1234", rec["input"], rec["output"]),
+                        METHODS[3]: lambda i, line=line: floor.sendall(line),
+                    }
+                    for method, call in calls.items():
+                        if method.startswith("AWS") and size not in TABLE_SIZES:
+                            continue
+                        n = _calls(method, size, quick)
+                        warmup = 5 if quick else 30
+                        samples[(method, size)].add_round(_measure(call, n, _gap_s(size), warmup))
+                        if not method.startswith("AWS"):
+                            sent += n + warmup
+                ext.invoke(flush=True)
+            fast.close()
+            http.close()
+            floor.close()
+            time.sleep(0.2)
+            ext.invoke(flush=True)
+            health = ext.health()
+    finally:
+        if sample_proc.stdin is not None:
+            sample_proc.stdin.close()
+        kill(sample_proc)
+    _report(result, samples, sizes, health, sent)
+    return result
+
+
+def _report(
+    result: Result, samples: dict[tuple[str, int], Sample], sizes: tuple[int, ...], health: dict, sent: int
+) -> None:  # type: ignore[type-arg]
+    rows = []
+    for size in TABLE_SIZES:
+        base = samples[(METHODS[0], size)].summary()
+        for method in METHODS:
+            s = samples[(method, size)].summary()
+            ratio = s["p50"] / base["p50"] if base["p50"] else float("nan")
+            rows.append(
+                [
+                    f"{size // 1024} KB",
+                    method,
+                    fmt_us(s["p50"]),
+                    fmt_us(s["p99"]),
+                    fmt_spread(*s["p50_spread"], fmt_us),
+                    fmt_spread(*s["p99_spread"], fmt_us),
+                    f"{ratio:,.1f}×",
+                    s["n"],
+                ]
+            )
+    result.table(
+        "Per call, p50/p99 over all rounds; spread = lowest–highest per-round value; ratio = p50 / fast-path p50",
+        ["record", "method", "p50", "p99", "p50 spread", "p99 spread", "p50 vs fast path", "calls"],
+        rows,
+    )
+    received = health.get("received", 0)
+    result.notes.append(
+        f"The extension received {received:,} of the {sent:,} records our client and the floor sent "
+        f"(rejected: {health.get('rejected', {})}, dropped: {health.get('dropped', {})})."
+    )
+    one = samples[(METHODS[0], 1024)].summary()
+    sample = samples[(METHODS[2], 1024)].summary()
+    result.goal("fast path p50, 1 KB", fmt_us(one["p50"]), "≤ 10 µs", one["p50"] <= 10e-6)
+    result.goal("fast path p99, 1 KB", fmt_us(one["p99"]), "≤ 50 µs", one["p99"] <= 50e-6)
+    ratio = sample["p50"] / one["p50"]
+    result.goal("AWS sample p50 / fast path p50, 1 KB", f"{ratio:,.0f}×", "≥ 100×", ratio >= 100)
+    result.series["capture_call"] = {
+        method: {str(size): samples[(method, size)].summary() for size in sizes if samples[(method, size)].rounds}
+        for method in METHODS
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench._harness import cli
+
+    return cli(NAME, __doc__.splitlines()[0] if __doc__ else NAME, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
