@@ -82,6 +82,8 @@ def proxy_response(payload: Any) -> web.Response:
     headers: dict[str, str] = {str(k): str(v) for k, v in (payload.get("headers") or {}).items()}
     for key, values in (payload.get("multiValueHeaders") or {}).items():
         headers[str(key)] = ", ".join(str(v) for v in values)
+    if not any(k.lower() == "content-type" for k in headers):
+        headers["Content-Type"] = "application/json"  # API Gateway's default for proxy answers
     body = payload.get("body") or ""
     raw = base64.b64decode(body) if payload.get("isBase64Encoded") else str(body).encode()
     return web.Response(status=payload["statusCode"], body=raw, headers=headers)

@@ -100,7 +100,6 @@ class LambdaEmulator:
         self.environments: list[Sandbox] = []
         self.telemetry_events: list[dict[str, Any]] = []
         self.results: list[InvokeResult] = []
-        self.resets: list[ShutdownReport] = []
         self._lock = asyncio.Lock()
         self._invokes = 0
 
@@ -153,9 +152,7 @@ class LambdaEmulator:
         return box
 
     async def _retire(self, box: Sandbox, reason: str) -> None:
-        report = await box.reset(reason)
-        if report not in self.resets:
-            self.resets.append(report)
+        await box.reset(reason)
         if self.sandbox is box:
             self.sandbox = None
 
@@ -219,6 +216,11 @@ class LambdaEmulator:
     def logs(self, name: str) -> list[str]:
         """Every line a process printed (stdout and stderr), across environments; 'runtime' is the function."""
         return [line for box in self.environments for p in box.procs.processes if p.name == name for line in p.lines]
+
+    @property
+    def resets(self) -> list[ShutdownReport]:
+        """How each finished environment ended (resets and shutdowns), oldest first."""
+        return [box.report for box in self.environments if box.report is not None]
 
     @property
     def deliveries(self) -> list[Delivery]:
