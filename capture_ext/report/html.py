@@ -161,10 +161,10 @@ def render(
 <table class="kv">{meta}</table>
 <h2>Checks</h2>
 {_checks_table(checks)}
-<h2>Over time</h2>
-<div class="stack">{"".join(_img(p, plots_dir) for p in series)}</div>
 <h2>Distributions against the baseline</h2>
 <div class="grid">{"".join(_img(p, plots_dir) for p in distributions)}</div>
+<h2>Over time</h2>
+<div class="stack">{"".join(_img(p, plots_dir) for p in series)}</div>
 <h2>Profile</h2>
 {_profile_table(baseline, current)}
 </main></body></html>

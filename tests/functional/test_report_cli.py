@@ -111,7 +111,7 @@ def test_html_report_embeds_every_plot_and_each_plot_is_a_real_png(small: Path, 
     parser = Images()
     parser.feed(page)
     parser.close()
-    assert parser.headings == ["Checks", "Over time", "Distributions against the baseline", "Profile"]
+    assert parser.headings == ["Checks", "Distributions against the baseline", "Over time", "Profile"]
     assert "Drift detected in 2 feature(s): question_length, score" in page
     assert "http://" not in page and "https://" not in page  # self-contained
 

@@ -256,3 +256,29 @@ def test_knobs_move_the_distributions() -> None:
     q_ratio = mean(longer, lambda r: len(r["input"]["question"])) / mean(base, lambda r: len(r["input"]["question"]))
     assert 1.8 < q_ratio < 2.2
     assert mean(longer, lambda r: r["output"]["score"]) < mean(base, lambda r: r["output"]["score"]) - 0.2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the three-day sample the README's screenshot was made from (day 3 drifts)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write synthetic QA capture data in the S3 layout.")
+    parser.add_argument("out", type=Path, help="folder; data goes to OUT/inference-capture/<format>/...")
+    parser.add_argument("--records-per-day", type=int, default=1500)
+    parser.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl")
+    args = parser.parse_args(argv)
+    n, day = args.records_per_day, timedelta(days=1)
+    # Slightly different volumes per day, so the unchanged descriptors differ a little, as real ones do.
+    sizes = (n, n - n // 10, n - n // 5)
+    records = (
+        make_records(sizes[0], START, seconds=86400 / sizes[0], seed=1)
+        + make_records(sizes[1], START + day, seconds=86400 / sizes[1], seed=2)
+        + make_records(sizes[2], START + 2 * day, seconds=86400 / sizes[2], seed=3, question_chars=80, score_mean=0.55)
+    )
+    write_tree(args.out, capture_objects(records, fmt=args.format, batch_size=200))
+    print(f"{len(records)} records in {args.out / 'inference-capture' / args.format}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
