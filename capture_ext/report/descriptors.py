@@ -209,9 +209,9 @@ def build_profile(
         kinds = {}
         for name, values in columns.items():
             fixed = QA_FIELDS.get(name) or RECORD_FIELDS.get(name)
-            kind = fixed[0] if fixed else infer_kind(values)
+            kind = infer_kind(values)  # None: no record has a value, nothing to compare against
             if kind is not None:
-                kinds[name] = kind
+                kinds[name] = fixed[0] if fixed else kind
     features: dict[str, Feature] = {}
     for name, kind in kinds.items():
         cells = columns.get(name, [None] * len(records))

@@ -80,7 +80,10 @@ def distribution(name: str, ref: Feature | None, cur: Feature, verdict: str) -> 
         ax.set_ylabel("density")
         ax.set_xlabel(cur.description)
     ax.set_title(f"{name} — {verdict}", fontsize=10)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no values", transform=ax.transAxes, ha="center", color="#5b6672")
     return Plot(f"dist:{name}", f"{name}: distribution", f"dist_{slug(name)}.png", _png(fig))
 
 
