@@ -223,7 +223,8 @@ class ErrorReporter:
         """Classify ``exc`` raised by ``action`` (an IAM action, e.g. ``s3:PutObject``) on ``resource``."""
         text = describe(exc)
         if is_retryable(exc):
-            self.logger.warning("%s: %s on %s failed, will retry: %s", self.sink, action, resource, text)
+            # Debug only: the dispatcher logs every retry with this result's error text.
+            self.logger.debug("%s: %s on %s failed, retryable: %s", self.sink, action, resource, text)
             return WriteResult.retryable(f"{action} {resource}: {text}", failed_ids, _retry_after(exc))
         return self.fatal(self.fatal_message(exc, action=action, resource=resource, hint=hint))
 

@@ -114,7 +114,8 @@ class FirehoseSink:
         self.stats["failed_records"] += len(failed)
         summary = f"{len(failed)} of {len(records)} records not accepted by {self.stream}: {errors[0]}"
         # Per-record codes are ServiceUnavailableException or InternalFailure: both transient.
-        self.logger.warning("%s: %s", self.name, summary)
+        # Debug only: the dispatcher logs the retry with this summary.
+        self.logger.debug("%s: %s", self.name, summary)
         ids = [records[i].get("inference_id") for i in failed]
         if len(failed) == len(records) or any(i is None for i in ids):
             return WriteResult.retryable(summary)
