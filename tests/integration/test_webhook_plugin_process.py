@@ -109,10 +109,13 @@ class Extension:
 
     async def start(self) -> None:
         self.env["AWS_LAMBDA_RUNTIME_API"] = await self.api.start()
-        with open(self.log_path, "wb") as log:
+        log = self.log_path.open("wb")  # the child keeps its own copy of the descriptor
+        try:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "capture_ext", env=self.env, stdout=log, stderr=asyncio.subprocess.STDOUT
             )
+        finally:
+            log.close()
         await self.api.wait_idle(timeout=30)
 
     async def stop(self) -> None:
@@ -146,9 +149,9 @@ def layer(tmp_path: Path) -> str:
 
 
 async def _post(port: int, records: list[dict[str, Any]]) -> None:
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"http://127.0.0.1:{port}/v1/records", json=records) as response:
-            assert response.status == 202, await response.text()
+    url = f"http://127.0.0.1:{port}/v1/records"
+    async with aiohttp.ClientSession() as http, http.post(url, json=records) as response:
+        assert response.status == 202, await response.text()
 
 
 def _record(i: int, request_id: str) -> dict[str, Any]:
