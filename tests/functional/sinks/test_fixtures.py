@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import boto3
 
@@ -38,7 +39,7 @@ def test_helpers_read_back_what_was_written(aws: AwsHelper, tmp_path) -> None:
     logs.put_log_events(
         logGroupName="/g",
         logStreamName="s",
-        logEvents=[{"timestamp": 1_790_000_000_000 + i, "message": f'{{"i": {i}}}'} for i in range(3)],
+        logEvents=[{"timestamp": int(time.time() * 1000) + i, "message": f'{{"i": {i}}}'} for i in range(3)],
     )
     assert aws.log_streams("/g") == ["s"]
     assert aws.all_log_messages("/g") == {"s": [{"i": 0}, {"i": 1}, {"i": 2}]}
