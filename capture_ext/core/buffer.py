@@ -10,18 +10,44 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from capture_ext.models import Batch, Record
 
+if TYPE_CHECKING:
+    from capture_ext.core.spool import Location
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, eq=False)
 class SealedBatch:
-    """A batch plus what it costs in memory and how many sinks still need it."""
+    """A batch plus what it costs in memory and how many sinks still need it.
 
-    batch: Batch
+    With the spool on, a batch can be *cold*: ``batch`` is None, its records are only on disk at
+    ``location``, and the dispatcher reads them back when a sink gets to it.
+    """
+
+    batch: Batch | None
     size: int
     holders: int = 0
+    batch_id: str = ""
+    environment_id: str = ""
+    sequence: int = 0
+    count: int = 0
+    #: Byte range of its record lines in the spool's active segment (-1: not spooled).
+    start: int = -1
+    end: int = -1
+    location: Location | None = None
+    #: Seal order; the newest batches are moved out of memory first.
+    order: int = 0
+    #: Being written, or partly delivered: must stay in memory.
+    busy: int = 0
+
+    def __post_init__(self) -> None:
+        if self.batch is not None and not self.batch_id:
+            self.batch_id = self.batch.batch_id
+            self.environment_id = self.batch.environment_id
+            self.sequence = self.batch.sequence
+            self.count = len(self.batch)
 
 
 class MemoryBudget:
@@ -39,6 +65,10 @@ class MemoryBudget:
 
     def release(self, size: int) -> None:
         self.used = max(0, self.used - size)
+
+    def force(self, size: int) -> None:
+        """Take ``size`` even past the limit; the caller moves something to disk right after."""
+        self.used += size
 
 
 class RecordBuffer:
@@ -58,6 +88,8 @@ class RecordBuffer:
         self.max_bytes = max_bytes
         self._records: list[Record] = []
         self._sizes: list[int] = []
+        #: End offset of each record's line in the spool's active segment (-1: not spooled).
+        self._ends: list[int] = []
         self.bytes = 0
         self._oldest: float | None = None
         self._batch_sequence = itertools.count(first_sequence)
@@ -65,16 +97,25 @@ class RecordBuffer:
     def __len__(self) -> int:
         return len(self._records)
 
-    def add(self, record: Record, size: int) -> bool:
+    def add(self, record: Record, size: int, end: int = -1) -> bool:
         """Keep ``record`` (of ``size`` JSON bytes) unless the memory bound is reached."""
         if not self.budget.reserve(size):
             return False
+        self._keep(record, size, end)
+        return True
+
+    def add_spooled(self, record: Record, size: int, end: int) -> None:
+        """Keep a record already on disk, even past the bound (the store then relieves memory)."""
+        self.budget.force(size)
+        self._keep(record, size, end)
+
+    def _keep(self, record: Record, size: int, end: int) -> None:
         if self._oldest is None:
             self._oldest = time.monotonic()
         self._records.append(record)
         self._sizes.append(size)
+        self._ends.append(end)
         self.bytes += size
-        return True
 
     def age_s(self, now: float | None = None) -> float:
         if self._oldest is None:
@@ -90,28 +131,30 @@ class RecordBuffer:
     def seal(self) -> list[SealedBatch]:
         """Cut everything buffered into batches of at most ``max_records`` / ``max_bytes``."""
         sealed: list[SealedBatch] = []
-        chunk: list[Record] = []
+        first = 0
         chunk_bytes = 0
-        for record, size in zip(self._records, self._sizes, strict=True):
-            if chunk and (len(chunk) >= self.max_records or chunk_bytes + size > self.max_bytes):
-                sealed.append(self._make(chunk, chunk_bytes))
-                chunk, chunk_bytes = [], 0
-            chunk.append(record)
+        for index, size in enumerate(self._sizes):
+            if index > first and (index - first >= self.max_records or chunk_bytes + size > self.max_bytes):
+                sealed.append(self._make(first, index, chunk_bytes))
+                first, chunk_bytes = index, 0
             chunk_bytes += size
-        if chunk:
-            sealed.append(self._make(chunk, chunk_bytes))
-        self._records, self._sizes, self.bytes, self._oldest = [], [], 0, None
+        if self._records:
+            sealed.append(self._make(first, len(self._records), chunk_bytes))
+        self._records, self._sizes, self._ends, self.bytes, self._oldest = [], [], [], 0, None
         return sealed
 
-    def _make(self, records: list[Record], size: int) -> SealedBatch:
+    def _make(self, first: int, stop: int, size: int) -> SealedBatch:
         sequence = self.next_sequence()
         batch = Batch(
             batch_id=f"{self.environment_id}-{sequence:08d}",
             environment_id=self.environment_id,
             sequence=sequence,
-            records=tuple(records),
+            records=tuple(self._records[first:stop]),
         )
-        return SealedBatch(batch=batch, size=size)
+        ends = self._ends[first:stop]
+        spooled = min(ends) >= 0
+        start = ends[0] - self._sizes[first] - 1 if spooled else -1
+        return SealedBatch(batch=batch, size=size, start=start, end=ends[-1] if spooled else -1)
 
     def snapshot(self) -> list[dict[str, Any]]:
         """The records currently buffered (for the spool and for tests)."""

@@ -38,6 +38,8 @@ class Variable:
     attr: str = ""
     #: Shown in the docs instead of ``default`` when the default is computed.
     default_doc: str = ""
+    #: Used instead of ``default`` when the value is invalid (fail closed, e.g. for redaction).
+    fallback: str | None = None
 
 
 def _bool(raw: str) -> bool:
@@ -89,6 +91,19 @@ def _choice(*choices: str) -> Callable[[str], str]:
         return value
 
     return parse
+
+
+def _redact(raw: str) -> tuple[tuple[tuple[str, ...], str], ...]:
+    from capture_ext.core.redact import parse_rules
+
+    return parse_rules(raw)
+
+
+def _spool_bytes(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ConfigError("must be 0 (spool off) or a positive number of bytes")
+    return value
 
 
 def _log_level(raw: str) -> str:
@@ -238,6 +253,46 @@ VARIABLES: tuple[Variable, ...] = (
         "retry_max_attempts",
     ),
     Variable("CAPTURE_DISABLED_PLUGINS", "", "Comma-separated plugin names not to load.", _csv, "disabled_plugins"),
+    Variable(
+        "CAPTURE_SPOOL_DIR",
+        "",
+        "Directory of the write-ahead spool (created 0700; files 0600). Survives an environment reset.",
+        str,
+        "spool_dir",
+        "`capture-ext-spool` beside `CAPTURE_SOCKET` (`/tmp/capture-ext-spool`)",
+    ),
+    Variable(
+        "CAPTURE_SPOOL_MAX_BYTES",
+        str(128 * MIB),
+        "Bound on the spool's disk use; when full, new records are refused and counted (`spool_full`). `0` = no spool.",
+        _spool_bytes,
+        "spool_max_bytes",
+        "128 MiB",
+    ),
+    Variable(
+        "CAPTURE_SPOOL_FSYNC",
+        "flush",
+        "When spooled data is forced to the device: `never`, `flush` (at every seal and at shutdown) or `always` "
+        "(before every acknowledgement). Records are written (to the page cache) before the ack in every mode.",
+        _choice("never", "flush", "always"),
+        "spool_fsync",
+    ),
+    Variable(
+        "CAPTURE_REDACT",
+        "",
+        "Comma-separated `path[:mask|hash]` masked or hashed before anything is buffered or spooled "
+        "(e.g. `input.context,metadata.user.email:hash`); an invalid value masks `input`, `output` and `metadata`.",
+        _redact,
+        "redact",
+        fallback="input,output,metadata",
+    ),
+    Variable(
+        "CAPTURE_REDACT_KEY",
+        "",
+        "HMAC key for `hash` redaction (never logged); without it `hash` is plain SHA-256.",
+        str,
+        "redact_key",
+    ),
 )
 
 
@@ -271,6 +326,11 @@ class Settings:
     runtime_done_timeout_ms: float = 100.0
     retry_max_attempts: int = 5
     disabled_plugins: tuple[str, ...] = ()
+    spool_dir: str = ""
+    spool_max_bytes: int = 128 * MIB
+    spool_fsync: str = "flush"
+    redact: tuple[tuple[tuple[str, ...], str], ...] = ()
+    redact_key: str = field(default="", repr=False)
     function_name: str = "local-function"
     function_version: str = "$LATEST"
     region: str = "us-east-1"
@@ -291,12 +351,16 @@ class Settings:
             try:
                 values[var.attr] = var.parse(raw)
             except (ValueError, ConfigError) as exc:
-                problems.append(f"{var.name}={raw!r} is invalid ({exc}); using the default {var.default!r}")
-                values[var.attr] = var.parse(var.default)
+                fallback = var.default if var.fallback is None else var.fallback
+                shown = "<hidden>" if var.attr.endswith("_key") else repr(raw)
+                problems.append(f"{var.name}={shown} is invalid ({exc}); using {fallback!r}")
+                values[var.attr] = var.parse(fallback)
         function_name = env.get("AWS_LAMBDA_FUNCTION_NAME", "local-function")
         if not values["log_group"]:
             values["log_group"] = f"/aws/capture-ext/{function_name}"
         values["s3_prefix"] = values["s3_prefix"].strip("/")
+        if not values["spool_dir"]:
+            values["spool_dir"] = os.path.join(os.path.dirname(values["socket_path"]) or ".", "capture-ext-spool")
         if values["flush_max_bytes"] > values["buffer_max_bytes"]:
             problems.append(
                 f"CAPTURE_FLUSH_MAX_BYTES={values['flush_max_bytes']} exceeds CAPTURE_BUFFER_MAX_BYTES="

@@ -15,12 +15,16 @@ import logging
 import random
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from capture_ext.core.buffer import MemoryBudget, SealedBatch
 from capture_ext.core.ledger import Ledger, SinkLedger
 from capture_ext.models import Batch, Outcome, Sink, WriteResult
+
+if TYPE_CHECKING:
+    from capture_ext.core.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +36,21 @@ BREAKER_CAP_S = 300.0
 
 @dataclass(slots=True)
 class Pending:
-    """One batch waiting for one sink (possibly only the records that failed last time)."""
+    """One batch waiting for one sink.
+
+    ``subset`` is None while the sink still needs the whole sealed batch (which may be on disk
+    only); after a partial failure it holds the records that failed, and pins the batch in memory.
+    """
 
     sealed: SealedBatch
-    batch: Batch
+    subset: Batch | None = None
+
+    def __len__(self) -> int:
+        return len(self.subset) if self.subset is not None else self.sealed.count
+
+    @property
+    def cold(self) -> bool:
+        return self.subset is None and self.sealed.batch is None
 
 
 @dataclass(slots=True)
@@ -52,7 +67,7 @@ class SinkState:
 
     @property
     def pending_records(self) -> int:
-        return sum(len(p.batch) for p in self.backlog)
+        return sum(len(p) for p in self.backlog)
 
     def state(self, now: float) -> str:
         if self.retry_at > now:
@@ -78,31 +93,55 @@ class Dispatcher:
         budget: MemoryBudget,
         max_attempts: int = 5,
         rng: random.Random | None = None,
+        store: Store | None = None,
     ) -> None:
         self.ledger = ledger
         self.budget = budget
+        self.store = store
         self.max_attempts = max_attempts
         self.rng = rng or random.Random()
         self.states = {name: SinkState(name, sink, ledger.sink(name)) for name, sink in sinks.items()}
 
     # -- bookkeeping ------------------------------------------------------------------------
-    def enqueue(self, sealed: list[SealedBatch]) -> None:
-        """Hand freshly sealed batches to every sink's backlog."""
+    def enqueue(self, sealed: list[SealedBatch], sinks: Iterable[str] | None = None) -> None:
+        """Hand sealed batches to the backlog of every sink (or of ``sinks`` only)."""
+        states = list(self.states.values()) if sinks is None else [self.states[n] for n in sinks if n in self.states]
         for item in sealed:
-            if not self.states:
-                self.budget.release(item.size)
+            if not states:
+                self._release(item)
                 continue
-            for state in self.states.values():
+            for state in states:
                 item.holders += 1
-                state.backlog.append(Pending(item, item.batch))
+                state.backlog.append(Pending(item))
 
     def _done_with(self, pending: Pending) -> None:
+        if pending.subset is not None:
+            pending.sealed.busy -= 1
         pending.sealed.holders -= 1
         if pending.sealed.holders <= 0:
-            self.budget.release(pending.sealed.size)
+            self._release(pending.sealed)
+
+    def _release(self, sealed: SealedBatch) -> None:
+        if self.store is not None:
+            self.store.release(sealed)
+        elif sealed.batch is not None:
+            self.budget.release(sealed.size)
 
     def backlog(self) -> dict[str, int]:
         return {name: state.pending_records for name, state in self.states.items()}
+
+    def backlog_split(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Records waiting per sink: (held in memory, held on disk only)."""
+        hot: dict[str, int] = {}
+        cold: dict[str, int] = {}
+        for name, state in self.states.items():
+            hot[name] = cold[name] = 0
+            for pending in state.backlog:
+                if pending.cold:
+                    cold[name] += len(pending)
+                else:
+                    hot[name] += len(pending)
+        return hot, cold
 
     def states_by_name(self) -> dict[str, str]:
         now = time.monotonic()
@@ -142,9 +181,22 @@ class Dispatcher:
         attempts = 0
         while state.backlog:
             pending = state.backlog[0]
-            result = await self._write(state, pending.batch, deadline)
+            sealed = pending.sealed
+            sealed.busy += 1
+            try:
+                batch = pending.subset if pending.subset is not None else sealed.batch
+                if batch is None:
+                    batch = await self._load(state, pending, deadline)
+                if batch is None:
+                    if state.backlog and state.backlog[0] is pending:
+                        return  # out of time before it was read back
+                    continue  # unreadable: dropped and counted by _load
+                result = await self._write(state, batch, deadline)
+            finally:
+                sealed.busy -= 1
             if result.outcome is Outcome.OK:
-                state.ledger.delivered += len(pending.batch)
+                state.ledger.delivered += len(batch)
+                self._acked(state, pending)
                 self._finish(state)
                 state.consecutive_failures = 0
                 attempts = 0
@@ -153,22 +205,25 @@ class Dispatcher:
                 logger.error(
                     "sink %s: dropping %d records of batch %s: %s",
                     state.name,
-                    len(pending.batch),
-                    pending.batch.batch_id,
+                    len(batch),
+                    batch.batch_id,
                     result.error,
                 )
-                state.ledger.dropped["fatal"] += len(pending.batch)
+                state.ledger.dropped["fatal"] += len(batch)
+                self._acked(state, pending)
                 self._finish(state)
                 continue
             attempts += 1
-            retry = self._failed_part(pending.batch, result)
-            state.ledger.delivered += len(pending.batch) - len(retry)
+            retry = self._failed_part(batch, result)
+            state.ledger.delivered += len(batch) - len(retry)
             state.ledger.retried += len(retry)
-            pending.batch = retry
+            if pending.subset is None:
+                sealed.busy += 1  # partly delivered: keep it in memory until this sink is done
+            pending.subset = retry
             state.last_error = result.error or "retryable error"
             delay = self._backoff(attempts, result.retry_after_s)
             if attempts >= self.max_attempts or time.monotonic() + delay >= deadline:
-                self._open_breaker(state)
+                self._open_breaker(state, result.retry_after_s)
                 return
             logger.warning(
                 "sink %s: batch %s attempt %d failed (%s); retrying %d records in %.0f ms",
@@ -183,6 +238,26 @@ class Dispatcher:
 
     def _finish(self, state: SinkState) -> None:
         self._done_with(state.backlog.popleft())
+
+    def _acked(self, state: SinkState, pending: Pending) -> None:
+        if self.store is not None:
+            self.store.acked(pending.sealed, state.name)
+
+    async def _load(self, state: SinkState, pending: Pending, deadline: float) -> Batch | None:
+        """Read a batch that waits on disk only; a segment that cannot be read drops it, counted."""
+        assert self.store is not None, "a cold batch without a store"
+        try:
+            async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
+                return await self.store.load(pending.sealed)
+        except TimeoutError:
+            return None
+        except (OSError, ValueError) as exc:
+            logger.error(
+                "sink %s: batch %s cannot be read back from the spool (%s)", state.name, pending.sealed.batch_id, exc
+            )
+            state.ledger.dropped["spool_lost"] += len(pending)
+            self._finish(state)
+            return None
 
     async def _start(self, state: SinkState, deadline: float) -> bool:
         try:
@@ -224,9 +299,10 @@ class Dispatcher:
         delay = self.rng.uniform(ceiling / 2, ceiling)
         return max(delay, hint or 0.0)
 
-    def _open_breaker(self, state: SinkState) -> None:
+    def _open_breaker(self, state: SinkState, hint: float | None = None) -> None:
         state.consecutive_failures += 1
         pause = min(BREAKER_CAP_S, BREAKER_BASE_S * 2 ** (state.consecutive_failures - 1))
+        pause = max(pause, min(hint or 0.0, BREAKER_CAP_S))  # the service said when to come back
         state.retry_at = time.monotonic() + pause
         logger.warning(
             "sink %s: %d records kept for a later flush (%s); next attempt in %.0f s",

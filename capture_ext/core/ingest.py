@@ -20,6 +20,8 @@ from capture_ext.core.buffer import RecordBuffer
 from capture_ext.core.http11 import Request, Response
 from capture_ext.core.ledger import Ledger
 from capture_ext.core.records import Enricher, RecordError, normalize, parse_body
+from capture_ext.core.redact import Redactor
+from capture_ext.core.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -32,50 +34,76 @@ def _json(status: int, payload: dict[str, Any]) -> Response:
 
 
 class Ingest:
-    """Accepts records into the buffer, counting each one."""
+    """Accepts records into the store (memory and spool), counting each one.
+
+    Order for every record: redaction, ``capture_prepare_record`` hooks, enrichment, one
+    serialisation (the bytes are both the spool line and the memory cost), then the store. The
+    HTTP answer is sent only after the store returned, i.e. after the spool ``write``.
+    """
 
     def __init__(
         self,
-        buffer: RecordBuffer,
+        buffer: RecordBuffer | Store,
         ledger: Ledger,
         enricher: Enricher,
         max_record_bytes: int,
         prepare: PrepareHook | None = None,
         on_handler_done: Callable[[str], None] | None = None,
         health: Callable[[], dict[str, Any]] | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
-        self.buffer = buffer
+        self.store = buffer if isinstance(buffer, Store) else Store(buffer, buffer.budget)
+        self.buffer = self.store.buffer
+        self.redactor = redactor if redactor else None
         self.ledger = ledger
         self.enricher = enricher
         self.max_record_bytes = max_record_bytes
         self.prepare = prepare
         self.on_handler_done = on_handler_done
         self.health = health
+        self._warnings = 0
         #: Called after records are buffered (the spool and tests listen here).
         self.listeners: list[Callable[[list[dict[str, Any]]], None]] = []
 
     # -- the shared path -----------------------------------------------------------------------
-    def accept(self, records: list[dict[str, Any]]) -> int:
-        """Buffer already-normalised records; returns how many the memory bound let in."""
-        kept: list[dict[str, Any]] = []
-        for record in records:
-            self.ledger.received += 1
+    def accept(self, records: list[dict[str, Any]], whole: bool = False) -> int:
+        """Store already-normalised records; returns how many were kept.
+
+        ``whole``: a record that cannot be serialised rejects the whole call (RecordError) before
+        anything is counted or kept; otherwise it alone is rejected.
+        """
+        items: list[tuple[dict[str, Any], bytes]] = []
+        hook_drops = 0
+        for index, record in enumerate(records):
+            if self.redactor is not None:
+                self.redactor.apply(record)
             if self.prepare is not None:
                 try:
                     self.prepare(record)
                 except Exception as exc:
-                    self.ledger.dropped["prepare_error"] += 1
+                    hook_drops += 1
                     logger.warning("capture_prepare_record raised %s; record dropped", type(exc).__name__)
                     continue
             self.enricher.enrich(record)
-            size = len(orjson.dumps(record, default=str))
-            if not self.buffer.add(record, size):
-                self.ledger.dropped["buffer_full"] += 1
+            try:
+                data = orjson.dumps(record, default=str)
+            except (orjson.JSONEncodeError, TypeError) as exc:
+                where = f"record {index}: " if len(records) > 1 else ""
+                if whole:
+                    raise RecordError(f"{where}cannot be stored as JSON ({exc})") from None
+                self.ledger.rejected["invalid"] += 1
                 continue
-            kept.append(record)
+            items.append((record, data))
+        self.ledger.received += len(items) + hook_drops
+        if hook_drops:
+            self.ledger.dropped["prepare_error"] += hook_drops
+        kept_count, reason = self.store.add(items) if items else (0, "")
+        if kept_count < len(items):
+            self.ledger.dropped[reason] += len(items) - kept_count
+        kept = [record for record, _ in items[:kept_count]]
         for listener in self.listeners:
             listener(kept)
-        return len(kept)
+        return kept_count
 
     # -- HTTP ----------------------------------------------------------------------------------
     async def handle_http(self, request: Request) -> Response:
@@ -95,15 +123,16 @@ class Ingest:
         try:
             raw = parse_body(request.body, content_type, self.max_record_bytes)
             records = [normalize(item, index if len(raw) > 1 else None) for index, item in enumerate(raw)]
+            accepted = self.accept(records, whole=True)
         except RecordError as exc:
             self.ledger.rejected[_reason(exc.status)] += 1
             return _json(exc.status, {"error": str(exc)})
-        accepted = self.accept(records)
         if accepted < len(records):
+            full = "spool" if self.store.durable else "buffer"
             return _json(
                 503,
                 {
-                    "error": "capture buffer is full; records were not kept",
+                    "error": f"capture {full} is full; records were not kept",
                     "accepted": accepted,
                     "dropped": len(records) - accepted,
                 },
@@ -113,23 +142,34 @@ class Ingest:
     # -- Unix socket ---------------------------------------------------------------------------
     def accept_line(self, line: bytes) -> None:
         """One NDJSON line from the fast path: a record or a control message."""
+        record = self.parse_line(line)
+        if record is not None:
+            self.accept([record])
+
+    def parse_line(self, line: bytes) -> dict[str, Any] | None:
+        """A normalised record, or None for a control message or a refused line (counted)."""
         if len(line) > self.max_record_bytes:
             self.ledger.rejected["too_large"] += 1
-            logger.warning("socket record of %d bytes is over CAPTURE_MAX_RECORD_BYTES; refused", len(line))
-            return
+            self._warn("socket record of %d bytes is over CAPTURE_MAX_RECORD_BYTES; refused", len(line))
+            return None
         try:
             raw = orjson.loads(line)
             if isinstance(raw, dict) and CONTROL_KEY in raw:
                 self._control(raw)
-                return
+                return None
             if not isinstance(raw, dict):
                 raise RecordError(f"expected a JSON object, got {type(raw).__name__}")
-            record = normalize(raw)
+            return normalize(raw)
         except (orjson.JSONDecodeError, RecordError) as exc:
             self.ledger.rejected["invalid"] += 1
-            logger.warning("socket record refused: %s", exc)
-            return
-        self.accept([record])
+            self._warn("socket record refused: %s", exc)
+            return None
+
+    def _warn(self, message: str, *args: Any) -> None:
+        """Log the first refusals, then one in a thousand: hostile input must not flood the logs."""
+        self._warnings += 1
+        if self._warnings <= 10 or self._warnings % 1000 == 0:
+            logger.warning("%s (%d refused so far)", message % args, self._warnings)
 
     def _control(self, message: dict[str, Any]) -> None:
         done = message.get(CONTROL_KEY) == "done" and isinstance(message.get("request_id"), str)
@@ -153,6 +193,7 @@ class _LineProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.pending += data
         start = 0
+        records: list[dict[str, Any]] = []
         while True:
             end = self.pending.find(b"\n", start)
             if end < 0:
@@ -160,9 +201,13 @@ class _LineProtocol(asyncio.Protocol):
             if self.discarding:
                 self.discarding = False
             elif end > start:
-                self.ingest.accept_line(bytes(self.pending[start:end]))
+                record = self.ingest.parse_line(bytes(self.pending[start:end]))
+                if record is not None:
+                    records.append(record)
             start = end + 1
         del self.pending[:start]
+        if records:  # one spool write per read, not per line
+            self.ingest.accept(records)
         if len(self.pending) > self.limit:
             # An endless line: refuse it and skip to the next newline instead of growing forever.
             self.ingest.ledger.rejected["too_large"] += 1

@@ -2,6 +2,10 @@
 
 Per sink, at every read: ``received = delivered + buffered + spooled + dropped``. Records refused
 before they were acknowledged (bad requests) are ``rejected`` and are not part of that sum.
+
+``buffered`` records are in memory (and, with the spool on, also on disk); ``spooled`` ones are
+on disk only. A sink's ``received`` also counts the records this process adopted for it from
+the spool of an earlier process (``replayed``), so the sum holds across restarts too.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ class SinkLedger:
     delivered: int = 0
     retried: int = 0
     spooled: int = 0
+    #: Records adopted from an earlier process's spool that this sink still needed.
+    adopted: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
 
 
@@ -28,6 +34,8 @@ class Ledger:
     rejected: Counter[str] = field(default_factory=Counter)
     sinks: dict[str, SinkLedger] = field(default_factory=dict)
     flushes: int = 0
+    #: Records adopted from the spool left by an earlier process (not part of ``received``).
+    replayed: int = 0
 
     def sink(self, name: str) -> SinkLedger:
         ledger = self.sinks.get(name)
@@ -52,14 +60,16 @@ class Ledger:
             buffered = unsealed + backlog.get(name, 0)
             on_disk = spooled.get(name, ledger.spooled)
             total = ledger.delivered + buffered + on_disk + sum(dropped.values())
+            received = self.received + ledger.adopted
             sinks[name] = {
                 "state": states.get(name, "ok"),
+                "received": received,
                 "delivered": ledger.delivered,
                 "buffered": buffered,
                 "spooled": on_disk,
                 "dropped": dict(dropped),
                 "retried": ledger.retried,
-                "reconciled": total == self.received,
+                "reconciled": total == received,
             }
         return {
             "received": self.received,
@@ -69,6 +79,7 @@ class Ledger:
             "rejected": dict(self.rejected),
             "retried": {name: s["retried"] for name, s in sinks.items()},
             "spooled": {name: s["spooled"] for name, s in sinks.items()},
+            "replayed": self.replayed,
             "flushes": self.flushes,
             "sinks": sinks,
         }

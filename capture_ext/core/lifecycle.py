@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from capture_ext.core.ingest import Ingest
     from capture_ext.core.ledger import Ledger
     from capture_ext.core.metrics import MetricsEmitter
+    from capture_ext.core.store import Store
     from capture_ext.core.telemetry import RuntimeDoneTracker
 
 logger = logging.getLogger("capture_ext")
@@ -59,6 +60,7 @@ class Extension:
         # Built in _build(), after registration, so registration is not delayed by imports.
         self.ledger: Ledger
         self.buffer: RecordBuffer
+        self.store: Store
         self.dispatcher: Dispatcher
         self.ingest: Ingest
         self.tracker: RuntimeDoneTracker
@@ -108,7 +110,9 @@ class Extension:
         from capture_ext.core.ledger import Ledger
         from capture_ext.core.metrics import MetricsEmitter
         from capture_ext.core.records import Enricher
+        from capture_ext.core.redact import Redactor
         from capture_ext.core.sink_setup import build_sinks
+        from capture_ext.core.store import Store
         from capture_ext.core.telemetry import RuntimeDoneTracker
 
         settings = self.settings
@@ -119,7 +123,12 @@ class Extension:
         self.ledger = Ledger()
         budget = MemoryBudget(settings.buffer_max_bytes)
         self.buffer = RecordBuffer(self.environment_id, budget, settings.flush_max_records, settings.flush_max_bytes)
-        self.dispatcher = Dispatcher(sinks, self.ledger, budget, settings.retry_max_attempts)
+        self.store = Store(self.buffer, budget, self._open_spool())
+        self.dispatcher = Dispatcher(sinks, self.ledger, budget, settings.retry_max_attempts, store=self.store)
+        self.store.enqueue = self.dispatcher.enqueue
+        for name, count in self.store.adopt(list(sinks)).items():
+            self.ledger.sink(name).adopted += count
+        self.ledger.replayed = self.store.replayed
         self.tracker = RuntimeDoneTracker()
         enricher = Enricher(settings.function_name, settings.function_version, self.environment_id)
         self.ingest = Ingest(
@@ -130,6 +139,7 @@ class Extension:
             prepare=prepare,
             on_handler_done=lambda request_id: self.tracker.mark_done(request_id, from_client=True),
             health=self.health,
+            redactor=Redactor(settings.redact, settings.redact_key),
         )
         if settings.metrics:
             self.metrics = MetricsEmitter(settings.metrics_namespace, settings.function_name)
@@ -143,6 +153,22 @@ class Extension:
         assert self.api is not None
         self.telemetry_enabled = await self.api.subscribe_telemetry(telemetry_port)
         return problems
+
+    def _open_spool(self) -> Any:
+        """The write-ahead spool, or None (memory only) when it is off or cannot be used safely."""
+        if self.settings.spool_max_bytes <= 0:
+            return None
+        from capture_ext.core.spool import Spool
+
+        spool = Spool(
+            self.settings.spool_dir, self.settings.spool_max_bytes, self.settings.spool_fsync, self.environment_id
+        )
+        try:
+            spool.open()
+        except OSError as exc:
+            logger.error("spool disabled, records are held in memory only: %s", exc)
+            return None
+        return spool
 
     # -- the event loop ------------------------------------------------------------------------
     async def _event_loop(self) -> int:
@@ -198,15 +224,20 @@ class Extension:
             await asyncio.sleep(0)
 
     async def flush(self, deadline: float, reason: str, ignore_breakers: bool = False) -> None:
-        sealed = self.buffer.seal()
-        self.dispatcher.enqueue(sealed)
+        sealed = self.store.seal()
         if not sealed and not self.dispatcher.has_work(ignore_breakers=ignore_breakers):
             return
         report = await self.dispatcher.flush(deadline, ignore_breakers=ignore_breakers)
         logger.debug("flush (%s) took %.1f ms: delivered %s", reason, report.duration_ms, report.delivered)
         if self.metrics is not None:
+            hot, cold = self.dispatcher.backlog_split()
             self.metrics.emit(
-                report, self.ledger.received, len(self.buffer) + sum(self.dispatcher.backlog().values()), reason
+                report,
+                self.ledger.received,
+                len(self.buffer) + sum(hot.values()),
+                reason,
+                totals=self.health()["sinks"],
+                spooled=sum(cold.values()),
             )
 
     async def on_shutdown(self, event: Event) -> None:
@@ -224,10 +255,19 @@ class Extension:
         close_reserve = min(0.2, max(deadline - time.monotonic(), 0) / 4)
         await self.flush(deadline - close_reserve, "shutdown", ignore_breakers=True)
         await self.dispatcher.close(max(deadline - time.monotonic(), 0.01))
+        self.store.close()
         left = sum(self.dispatcher.backlog().values()) + len(self.buffer)
-        if left:
+        if left and self.store.durable:
+            logger.warning(
+                "SHUTDOWN: %d records not delivered before the deadline are kept in the spool %s "
+                "for the next start in this environment",
+                left,
+                self.settings.spool_dir,
+            )
+        elif left:
             logger.error("SHUTDOWN: %d records could not be delivered before the deadline", left)
-        logger.info("SHUTDOWN done: %s", self.health())
+        left_ms = (deadline - time.monotonic()) * 1000 + self.settings.shutdown_margin_ms
+        logger.info("SHUTDOWN done %.0f ms before the deadline: %s", left_ms, self.health())
 
     def _monotonic_deadline(self, deadline_ms: int) -> float:
         if deadline_ms <= 0:
@@ -245,7 +285,9 @@ class Extension:
 
     # -- observability -------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
-        body = self.ledger.health(len(self.buffer), self.dispatcher.backlog(), states=self.dispatcher.states_by_name())
+        hot, cold = self.dispatcher.backlog_split()
+        body = self.ledger.health(len(self.buffer), hot, cold, states=self.dispatcher.states_by_name())
+        body["store"] = self.store.describe()
         body.update(
             status="ok",
             environment_id=self.environment_id,

@@ -20,6 +20,7 @@ UNITS = {
     "RecordsDropped": "Count",
     "RecordsRetried": "Count",
     "RecordsBuffered": "Count",
+    "RecordsSpooled": "Count",
     "FlushDuration": "Milliseconds",
 }
 
@@ -33,7 +34,16 @@ class MetricsEmitter:
         self.stream = stream
         self._last_received = 0
 
-    def emit(self, report: FlushReport, received_total: int, buffered: int, reason: str) -> dict[str, Any]:
+    def emit(
+        self,
+        report: FlushReport,
+        received_total: int,
+        buffered: int,
+        reason: str,
+        totals: dict[str, Any] | None = None,
+        spooled: int = 0,
+    ) -> dict[str, Any]:
+        """``totals``: the per-sink reconciliation of ``/v1/health`` at the same instant (cumulative)."""
         received = received_total - self._last_received
         self._last_received = received_total
         values = {
@@ -42,6 +52,7 @@ class MetricsEmitter:
             "RecordsDropped": sum(report.dropped.values()),
             "RecordsRetried": sum(report.retried.values()),
             "RecordsBuffered": buffered,
+            "RecordsSpooled": spooled,
             "FlushDuration": round(report.duration_ms, 3),
         }
         document: dict[str, Any] = {
@@ -60,6 +71,8 @@ class MetricsEmitter:
             **values,
             "DeliveredBySink": report.delivered,
         }
+        if totals is not None:
+            document["Totals"] = totals
         stream = self.stream or sys.stdout
         stream.write(orjson.dumps(document).decode() + "\n")
         stream.flush()

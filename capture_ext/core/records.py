@@ -64,7 +64,10 @@ def parse_body(body: bytes, content_type: str, max_record_bytes: int) -> list[di
     if isinstance(parsed, list):
         objects = _objects(parsed, "record")
         for index, item in enumerate(objects):
-            size = len(orjson.dumps(item))
+            try:
+                size = len(orjson.dumps(item))
+            except orjson.JSONEncodeError as exc:
+                raise RecordError(f"record {index}: cannot be stored as JSON ({exc})") from None
             if size > max_record_bytes:
                 raise RecordError(f"record {index}: {size} bytes, over the {max_record_bytes}-byte limit", 413)
         return objects
@@ -93,7 +96,8 @@ def _timestamp(value: Any, where: str) -> str:
         try:
             parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
         except ValueError:
-            raise RecordError(f"{where}field 'timestamp': {value[:64]!r} is not RFC 3339") from None
+            # The value is not echoed: error messages reach logs, and logs never carry record contents.
+            raise RecordError(f"{where}field 'timestamp': not an RFC 3339 date-time") from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=dt.UTC)
         return rfc3339_ms(parsed.timestamp())

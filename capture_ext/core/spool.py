@@ -1,0 +1,372 @@
+"""The write-ahead spool: accepted records on disk before they are acknowledged.
+
+Layout of ``CAPTURE_SPOOL_DIR`` (directory 0700, files 0600, owned by the extension's user):
+
+- ``<environment_id>.lock``: held with ``flock`` by the live process that owns the id. A lock
+  nobody holds means its owner died; the next process to start adopts that id's segments.
+- ``<environment_id>-<n:06d>.seg``: append-only segments, one line per entry:
+  ``{...}`` an enriched record (exactly the bytes the sinks will be given),
+  ``S{...}`` a seal (batch id, sequence, record count and the byte range of its records),
+  ``A{...}`` an acknowledgement (batch id and the sink that is done with it).
+
+Records are appended before the client is answered (one ``write`` per request, or per socket
+read); ``CAPTURE_SPOOL_FSYNC`` says when the data is also forced to the device. Segments rotate
+only when a batch is sealed, so a batch's records sit in one byte range of one segment and a
+replayed batch keeps its id, its records and therefore its S3 keys. A segment is deleted when it
+and every older one hold no batch some sink still needs (acknowledgements written in a newer
+segment are never lost before the batches they name).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import stat
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+logger = logging.getLogger(__name__)
+
+SEGMENT_BYTES = 8 * 1024 * 1024
+SEAL, ACK = b"S", b"A"
+
+
+class SpoolError(OSError):
+    """The spool directory or a segment cannot be used safely."""
+
+
+@dataclass(slots=True, eq=False)
+class Segment:
+    path: str
+    environment_id: str
+    index: int
+    size: int = 0
+    #: Sealed batches in this segment that some sink still needs.
+    open_batches: int = 0
+    fd: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where a batch's record lines are: ``[start, end)`` of one segment."""
+
+    segment: Segment
+    start: int
+    end: int
+
+
+@dataclass(slots=True)
+class Adopted:
+    """A batch left by a dead process, with the sinks that had not acknowledged it."""
+
+    batch_id: str
+    environment_id: str
+    sequence: int
+    count: int
+    location: Location
+    #: Sinks that had acknowledged it (delivered, or dropped it as fatal) before the crash.
+    acked: frozenset[str]
+
+
+@dataclass(slots=True)
+class _Scan:
+    seals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    acks: dict[str, set[str]] = field(default_factory=dict)
+    corrupt: int = 0
+
+
+def _open_file(path: str, flags: int) -> int:
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
+def prepare_directory(path: str) -> None:
+    """Create ``path`` 0700, or refuse one that is a symlink, not ours, or not a directory."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise SpoolError(f"CAPTURE_SPOOL_DIR={path!r} is not a directory (a symlink is refused)")
+    if info.st_uid != os.getuid():
+        raise SpoolError(f"CAPTURE_SPOOL_DIR={path!r} belongs to uid {info.st_uid}, not to this process")
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        os.chmod(path, 0o700)
+
+
+class Spool:
+    """Append, seal, acknowledge, read back and delete; all synchronous and short."""
+
+    def __init__(self, directory: str, max_bytes: int, fsync: str, environment_id: str) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.fsync = fsync
+        self.environment_id = environment_id
+        self.segments: list[Segment] = []
+        self.bytes = 0
+        self.broken = ""
+        self._locks: dict[str, int] = {}
+        self._next_index = 1
+        self.fsyncs = 0
+
+    # -- opening and adoption ------------------------------------------------------------------
+    def open(self) -> None:
+        prepare_directory(self.directory)
+        self._lock(self.environment_id, block=False)
+        self._rotate()
+
+    def _lock(self, environment_id: str, block: bool) -> bool:
+        fd = _open_file(os.path.join(self.directory, f"{environment_id}.lock"), os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._locks[environment_id] = fd
+        return True
+
+    def adopt(self) -> list[Adopted]:
+        """Take over the segments of processes that died; return their unfinished batches."""
+        found: dict[str, list[tuple[int, str]]] = {}
+        for name in os.listdir(self.directory):
+            if name.endswith(".seg"):
+                env, _, index = name[:-4].rpartition("-")
+                if env and env != self.environment_id and index.isdigit():
+                    found.setdefault(env, []).append((int(index), name))
+            elif name.endswith(".lock") and name[:-5] != self.environment_id:
+                found.setdefault(name[:-5], [])
+        dead: list[Segment] = []
+        for env in sorted(found):
+            if not self._lock(env, block=False):
+                continue  # a live process owns it (a concurrent environment on a shared volume)
+            if not found[env]:
+                self._forget(env)
+                continue
+            for number, file_name in sorted(found[env]):
+                path = os.path.join(self.directory, file_name)
+                dead.append(Segment(path, env, number, os.path.getsize(path)))
+        if not dead:
+            return []
+        scan = _Scan()
+        for segment in dead:
+            self._scan(segment, scan)
+        # Our own new segment must come after the adopted ones in deletion order.
+        self.segments[:0] = dead
+        self.bytes += sum(s.size for s in dead)
+        if scan.corrupt:
+            logger.warning("spool: %d unreadable lines in adopted segments were skipped", scan.corrupt)
+        adopted = [
+            Adopted(
+                batch_id=batch_id,
+                environment_id=seal["e"],
+                sequence=seal["q"],
+                count=seal["n"],
+                location=Location(seal["segment"], seal["s"], seal["t"]),
+                acked=frozenset(scan.acks.get(batch_id, ())),
+            )
+            for batch_id, seal in scan.seals.items()
+        ]
+        return sorted(adopted, key=lambda a: (a.environment_id, a.sequence))
+
+    def _scan(self, segment: Segment, scan: _Scan) -> None:
+        """Read seals and acks; seal any records left unsealed at the end of the segment."""
+        with open(segment.path, "rb") as handle:
+            data = handle.read()
+        position, run_start, last_sequence = 0, -1, 0
+        run: list[tuple[int, int]] = []  # (start, end) of unsealed records since the last seal
+        while position < len(data):
+            end = data.find(b"\n", position)
+            if end < 0:
+                break  # a torn last line: never acknowledged, dropped below
+            line = data[position:end]
+            try:
+                if line[:1] == b"{":
+                    if run_start < 0:
+                        run_start = position
+                    run.append((position, end + 1))
+                elif line[:1] == SEAL:
+                    seal = orjson.loads(line[1:])
+                    seal["segment"] = segment
+                    scan.seals[seal["b"]] = seal
+                    last_sequence = max(last_sequence, seal["q"])
+                    run, run_start = [], -1
+                elif line[:1] == ACK:
+                    ack = orjson.loads(line[1:])
+                    scan.acks.setdefault(ack["b"], set()).add(ack["s"])
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                scan.corrupt += 1
+            position = end + 1
+        segment.size = position
+        if position < len(data):
+            os.truncate(segment.path, position)
+        if run:
+            # Sealed by the adopter with the dead process's next sequence: deterministic, so a
+            # second crash before this seal line lands picks the very same batch id again.
+            sequence = last_sequence + 1
+            seal = {"b": f"{segment.environment_id}-{sequence:08d}", "e": segment.environment_id, "q": sequence}
+            seal.update(n=len(run), s=run[0][0], t=run[-1][1])
+            line = SEAL + orjson.dumps(seal) + b"\n"
+            fd = _open_file(segment.path, os.O_WRONLY | os.O_APPEND)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+            segment.size += len(line)
+            seal["segment"] = segment
+            scan.seals[seal["b"]] = seal
+
+    def _forget(self, environment_id: str) -> None:
+        fd = self._locks.pop(environment_id, None)
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(self.directory, f"{environment_id}.lock"))
+        if fd is not None:
+            os.close(fd)
+
+    # -- writing -------------------------------------------------------------------------------
+    @property
+    def active(self) -> Segment:
+        return self.segments[-1]
+
+    def room(self, size: int) -> bool:
+        return not self.broken and self.bytes + size <= self.max_bytes
+
+    def append(self, lines: list[bytes]) -> list[int] | None:
+        """Write record lines in one call; their end offsets, or None when full or broken."""
+        payload = b"\n".join(lines) + b"\n"
+        if not self.room(len(payload)):
+            return None
+        segment = self.active
+        start = segment.size
+        if not self._write(segment, payload):
+            return None
+        if self.fsync == "always":
+            self._sync(segment)
+        ends, offset = [], start
+        for line in lines:
+            offset += len(line) + 1
+            ends.append(offset)
+        return ends
+
+    def seal(self, batch_id: str, sequence: int, count: int, start: int, end: int) -> Location | None:
+        """Record that ``[start, end)`` of the active segment is batch ``batch_id``."""
+        if self.broken:
+            return None
+        segment = self.active
+        seal = {"b": batch_id, "e": self.environment_id, "q": sequence, "n": count, "s": start, "t": end}
+        if not self._write(segment, SEAL + orjson.dumps(seal) + b"\n"):
+            return None
+        segment.open_batches += 1
+        return Location(segment, start, end)
+
+    def sealed_all(self) -> None:
+        """Called after the buffer was sealed: sync if asked to, and rotate a full segment."""
+        if self.broken:
+            return
+        if self.fsync == "flush":
+            self._sync(self.active)
+        if self.active.size >= min(SEGMENT_BYTES, max(self.max_bytes // 8, 64 * 1024)):
+            self._rotate()
+
+    def ack(self, batch_id: str, sink: str) -> None:
+        if not self.broken:
+            self._write(self.active, ACK + orjson.dumps({"b": batch_id, "s": sink}) + b"\n")
+
+    def hold(self, location: Location) -> None:
+        """An adopted batch at ``location`` is still needed by some sink."""
+        location.segment.open_batches += 1
+
+    def release(self, location: Location) -> None:
+        """Every sink is done with the batch at ``location``: delete what is no longer needed."""
+        location.segment.open_batches -= 1
+        self.release_empty()
+
+    def _write(self, segment: Segment, payload: bytes) -> bool:
+        try:
+            written = 0
+            view = memoryview(payload)
+            while written < len(payload):
+                written += os.write(segment.fd, view[written:])
+        except OSError as exc:
+            self._break(f"write to {segment.path} failed: {exc}")
+            with contextlib.suppress(OSError):
+                os.ftruncate(segment.fd, segment.size)
+            return False
+        segment.size += written
+        self.bytes += written
+        return True
+
+    def _sync(self, segment: Segment) -> None:
+        try:
+            os.fsync(segment.fd)
+            self.fsyncs += 1
+        except OSError as exc:
+            self._break(f"fsync of {segment.path} failed: {exc}")
+
+    def _rotate(self) -> None:
+        if self.segments and self.active.fd >= 0 and self.active.environment_id == self.environment_id:
+            if self.fsync != "never":
+                self._sync(self.active)
+            os.close(self.active.fd)
+            self.active.fd = -1
+        index = self._next_index
+        self._next_index += 1
+        path = os.path.join(self.directory, f"{self.environment_id}-{index:06d}.seg")
+        segment = Segment(path, self.environment_id, index)
+        segment.fd = _open_file(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND)
+        self.segments.append(segment)
+        if len(self.segments) > 1:
+            self.release_empty()
+
+    def release_empty(self) -> None:
+        """Delete the oldest segments while nothing in them is still needed."""
+        while len(self.segments) > 1 and self.segments[0].open_batches <= 0:
+            self._delete(self.segments.pop(0))
+
+    def _delete(self, segment: Segment) -> None:
+        if segment.fd >= 0:
+            os.close(segment.fd)
+            segment.fd = -1
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(segment.path)
+        self.bytes -= segment.size
+        env = segment.environment_id
+        if env != self.environment_id and not any(s.environment_id == env for s in self.segments):
+            self._forget(env)
+
+    def _break(self, reason: str) -> None:
+        if not self.broken:
+            logger.error("spool: %s; new records are held in memory only from now on", reason)
+        self.broken = reason
+
+    # -- reading back --------------------------------------------------------------------------
+    @staticmethod
+    def read(location: Location) -> tuple[list[dict[str, Any]], int]:
+        """The records of the batch at ``location`` and their JSON bytes (runs in a worker thread)."""
+        with open(location.segment.path, "rb") as handle:
+            handle.seek(location.start)
+            data = handle.read(location.end - location.start)
+        lines = [line for line in data.split(b"\n") if line[:1] == b"{"]
+        return [orjson.loads(line) for line in lines], sum(len(line) for line in lines)
+
+    def close(self) -> None:
+        """Force what was written to the device (unless ``never``) and release the lock."""
+        for segment in self.segments:
+            if segment.fd >= 0:
+                if self.fsync != "never" and not self.broken:
+                    self._sync(segment)
+                os.close(segment.fd)
+                segment.fd = -1
+        for env in list(self._locks):
+            os.close(self._locks.pop(env))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "bytes": self.bytes,
+            "max_bytes": self.max_bytes,
+            "segments": len(self.segments),
+            "fsync": self.fsync,
+            "broken": self.broken or None,
+        }
