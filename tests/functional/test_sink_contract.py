@@ -2,23 +2,27 @@
 
 Sinks are built through their registered entry points (``get_plugin_manager()``), so these
 tests also prove the built-ins are picked up the same way third-party plugins are. AWS sinks
-write to moto in server mode over HTTP; breakages remove the resource the sink writes to.
+write to moto in server mode over HTTP, through a proxy that can answer like a throttling or
+denying AWS; other breakages remove the resource the sink writes to.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import AsyncIterator
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from capture_ext.core.plugins import get_plugin_manager
 from capture_ext.models import Outcome, Record, Sink, SinkFactory
 from capture_ext.testing.aws import AwsHelper
 from capture_ext.testing.contract import SinkContract
+from tests.functional.sinks.proxy import AwsProxy, json_error, s3_error
 
 
 @cache
@@ -103,13 +107,23 @@ class TestStdoutSink(SinkContract):
 
 # -- AWS sinks (moto server mode) -------------------------------------------------------------
 class _AwsContract(SinkContract):
+    """Sinks talk to moto through a fault-injecting proxy; read-back goes to moto directly."""
+
     bucket = "capture-contract"
+    #: breakage -> (AWS error code, HTTP status) the proxy answers every call with.
+    faults: dict[str, tuple[str, int]] = {}
 
     @pytest.fixture(autouse=True)
-    def _aws(self, aws: AwsHelper, aws_env: dict[str, str]) -> None:
+    async def _aws(self, aws: AwsHelper, aws_env: dict[str, str]) -> AsyncIterator[None]:
         self.aws = aws
-        self.env = {**aws_env, "CAPTURE_S3_BUCKET": self.bucket}
+        self.proxy = AwsProxy(aws_env["AWS_ENDPOINT_URL"])
+        endpoint = await self.proxy.start()
+        self.env = {**aws_env, "AWS_ENDPOINT_URL": endpoint, "CAPTURE_S3_BUCKET": self.bucket}
         self.prepare()
+        try:
+            yield
+        finally:
+            await self.proxy.stop()
 
     def prepare(self) -> None:
         self.aws.create_bucket(self.bucket)
@@ -118,6 +132,17 @@ class _AwsContract(SinkContract):
         assert self.sink_name
         return builtin(self.sink_name)(self.context(self.sink_name, env=self.env))
 
+    def error(self, code: str, status: int) -> web.Response:
+        return json_error(code, status)
+
+    async def break_sink(self, breakage: str) -> Outcome:
+        code, status = self.faults[breakage]
+        self.proxy.faults.append(lambda call: self.error(code, status))
+        return Outcome.RETRYABLE if breakage == "throttled" else Outcome.FATAL
+
+    async def heal_sink(self, breakage: str) -> None:
+        self.proxy.faults.clear()
+
     def delete_bucket(self) -> None:
         s3 = self.aws.client("s3")
         for key in self.aws.list_keys(self.bucket):
@@ -125,24 +150,34 @@ class _AwsContract(SinkContract):
         s3.delete_bucket(Bucket=self.bucket)
 
 
-class TestS3JsonlSink(_AwsContract):
-    sink_name = "s3_jsonl"
-    breakages = ("bucket_deleted",)
+class _S3Contract(_AwsContract):
+    breakages = ("bucket_deleted", "throttled", "access_denied")
+    faults = {"throttled": ("SlowDown", 503), "access_denied": ("AccessDenied", 403)}
 
-    async def read_back(self) -> list[Record]:
-        return [r for records in self.aws.read_all_jsonl(self.bucket).values() for r in records]
+    def error(self, code: str, status: int) -> web.Response:
+        return s3_error(code, status)
 
     async def break_sink(self, breakage: str) -> Outcome:
+        if breakage != "bucket_deleted":
+            return await super().break_sink(breakage)
         self.delete_bucket()
         return Outcome.FATAL  # NoSuchBucket: a configuration error, retrying cannot help
 
     async def heal_sink(self, breakage: str) -> None:
+        if breakage != "bucket_deleted":
+            return await super().heal_sink(breakage)
         self.aws.create_bucket(self.bucket)
 
 
-class TestS3ParquetSink(_AwsContract):
+class TestS3JsonlSink(_S3Contract):
+    sink_name = "s3_jsonl"
+
+    async def read_back(self) -> list[Record]:
+        return [r for records in self.aws.read_all_jsonl(self.bucket).values() for r in records]
+
+
+class TestS3ParquetSink(_S3Contract):
     sink_name = "s3_parquet"
-    breakages = ("bucket_deleted",)
 
     async def read_back(self) -> list[Record]:
         rows: list[dict[str, Any]] = []
@@ -153,18 +188,12 @@ class TestS3ParquetSink(_AwsContract):
                 row[column] = None if row[column] is None else json.loads(row[column])
         return rows
 
-    async def break_sink(self, breakage: str) -> Outcome:
-        self.delete_bucket()
-        return Outcome.FATAL
-
-    async def heal_sink(self, breakage: str) -> None:
-        self.aws.create_bucket(self.bucket)
-
 
 class TestCloudWatchSink(_AwsContract):
     sink_name = "cloudwatch"
     idempotent = False  # PutLogEvents cannot overwrite: at-least-once, events carry inference_id
-    breakages = ("log_group_deleted",)
+    breakages = ("log_group_deleted", "throttled", "access_denied")
+    faults = {"throttled": ("ThrottlingException", 400), "access_denied": ("AccessDeniedException", 400)}
     group = "/aws/capture-ext/contract-fn"
 
     def prepare(self) -> None:
@@ -173,10 +202,14 @@ class TestCloudWatchSink(_AwsContract):
         self.aws.create_log_group(self.group)
 
     async def break_sink(self, breakage: str) -> Outcome:
+        if breakage != "log_group_deleted":
+            return await super().break_sink(breakage)
         self.aws.client("logs").delete_log_group(logGroupName=self.group)
         return Outcome.FATAL
 
     async def heal_sink(self, breakage: str) -> None:
+        if breakage != "log_group_deleted":
+            return await super().heal_sink(breakage)
         self.aws.create_log_group(self.group)
 
     async def read_back(self) -> list[Record]:
@@ -190,7 +223,8 @@ class TestCloudWatchSink(_AwsContract):
 class TestFirehoseSink(_AwsContract):
     sink_name = "firehose"
     idempotent = False  # PutRecordBatch has no idempotency key: at-least-once
-    breakages = ("delivery_stream_deleted",)
+    breakages = ("delivery_stream_deleted", "throttled", "access_denied")
+    faults = {"throttled": ("ServiceUnavailableException", 503), "access_denied": ("AccessDeniedException", 400)}
     stream = "capture-contract"
 
     def prepare(self) -> None:
@@ -202,10 +236,14 @@ class TestFirehoseSink(_AwsContract):
         return [r for records in self.aws.read_all_jsonl(self.bucket, "firehose/").values() for r in records]
 
     async def break_sink(self, breakage: str) -> Outcome:
+        if breakage != "delivery_stream_deleted":
+            return await super().break_sink(breakage)
         self.aws.client("firehose").delete_delivery_stream(DeliveryStreamName=self.stream)
         return Outcome.FATAL
 
     async def heal_sink(self, breakage: str) -> None:
+        if breakage != "delivery_stream_deleted":
+            return await super().heal_sink(breakage)
         self.aws.create_delivery_stream(self.stream, self.bucket, prefix="firehose/")
 
 
@@ -213,6 +251,9 @@ def test_every_builtin_sink_runs_the_contract() -> None:
     """A new built-in sink without a contract class here fails this test."""
     plugins = get_plugin_manager()
     builtins = {name for name in plugins.sink_factories() if plugins.sink_owner(name).startswith("builtin_")}
-    covered = {cls.sink_name for cls in SinkContract.__subclasses__() + _AwsContract.__subclasses__()}
+    classes = [SinkContract]
+    for cls in classes:
+        classes += cls.__subclasses__()
+    covered = {cls.sink_name for cls in classes}
     assert builtins, plugins.errors
     assert builtins <= covered, f"built-in sinks without a contract test: {sorted(builtins - covered)}"
