@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test lint unit functional integration e2e demo clean example-plugin
+.PHONY: setup test lint unit functional integration e2e demo clean example-plugin bench
 
 setup: $(STAMP)
 
@@ -47,6 +47,10 @@ integration: setup
 
 e2e: setup
 	$(PY) -m pytest -q tests/e2e
+
+# Benchmarks print numbers and assert nothing; results vary 20-30 % on a shared VM.
+bench: setup
+	$(PY) bench/serialize.py --drain 10000 --moto-process
 
 demo: setup
 	$(PY) -m capture_ext.testing.demo
