@@ -26,7 +26,7 @@ _lock = threading.Lock()
 class _LogsHandler(BaseHTTPRequestHandler):
     """The sample's ``logs_subscriber`` handler: read, parse, merge, answer 200."""
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", 0))
         body = json.loads(self.rfile.read(length))
         with _lock:
@@ -38,7 +38,7 @@ class _LogsHandler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.end_headers()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the sample logs nothing either
+    def log_message(self, format: str, *args: Any) -> None:
         return None
 
 

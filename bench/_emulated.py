@@ -14,16 +14,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench._harness import PYTHON, ROOT
+from bench._harness import BYTECODE_ENV, CACHE, PYTHON, ROOT
 
-MODEL_CACHE = Path(os.environ.get("CAPTURE_BENCH_CACHE", "/tmp/capture-ext-bench"))
+MODEL_CACHE = CACHE
 #: Words the offline tokenizer knows (one token each), for a prompt of a known token count.
 QUESTION = "what is the capital city of france"
-CONTEXT_WORDS = (
+CONTEXT = (
     "paris is the capital and largest city of france it is on the river in the north of the country "
     "many people live there and it was the first city in the country to have a data server the old city "
     "is called the city of the river"
-).split()
+)
+CONTEXT_WORDS = CONTEXT.split()
 
 
 def extensions_dir(parent: str) -> Path:
@@ -84,6 +85,7 @@ def emulator(handler: str, env: dict[str, str], with_extension: bool, tmp: str, 
         "CAPTURE_METRICS": "0",
         "CAPTURE_LOG_LEVEL": "WARNING",
         "PYTHONPATH": str(ROOT),
+        **BYTECODE_ENV,
         **env,
     }
     ext_dir = extensions_dir(work) if with_extension else None

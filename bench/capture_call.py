@@ -4,8 +4,9 @@ Side by side in one run, against the same real extension process: our client ove
 socket (the fast path), our client over HTTP (pointed at a socket path that does not exist), the
 AWS sample's two ``requests.post`` per invoke to a threaded ``http.server``, and a bare
 ``sendall`` of the same pre-serialised line on a Unix socket (the physical floor). Calls are
-paced by a busy wait (the handler computes a model between captures, it does not sleep), methods are interleaved round by round, and
-between rounds an INVOKE flushes the extension's buffer to a discarding sink.
+paced by a busy wait (the handler computes a model between captures, it does not sleep),
+methods are interleaved round by round, and between rounds an INVOKE flushes the extension's
+buffer to a discarding sink.
 """
 
 from __future__ import annotations

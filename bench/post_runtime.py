@@ -115,7 +115,9 @@ def run(quick: bool) -> Result:
     result.goal("  … minus the no-extension floor of the same run", fmt_ms(extra), "≤ 0.5 ms", extra <= 0.5)
     result.goal("post-runtime p50, flush due", fmt_ms(fl["p50"]), "", None)
     result.goal("post-runtime mean at steady 10 req/s (5 s interval)", fmt_ms(st["mean"]), "≤ 1 ms", st["mean"] <= 1)
-    result.goal("post-runtime amortised at 10 req/s, default 60 s interval", fmt_ms(at_default), "≤ 1 ms", at_default <= 1)
+    result.goal(
+        "post-runtime amortised at 10 req/s, default 60 s interval", fmt_ms(at_default), "≤ 1 ms", at_default <= 1
+    )
     result.series["post_runtime"] = {"no_flush": nf, "flush": fl, "steady": st, "at_default": at_default}
     return result
 
