@@ -44,6 +44,14 @@ class _Closed(Exception):
     """The peer went away or was too slow; the connection is finished."""
 
 
+class _TooSlow(_Closed):
+    """The peer sent nothing within the timeout."""
+
+
+#: Hosts that would listen beyond this machine; the extension serves loopback only.
+WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "0:0:0:0:0:0:0:0"})
+
+
 async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader, timeout: float | None) -> object:
     while True:
         event = conn.next_event()
@@ -52,7 +60,9 @@ async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader, timeou
         try:
             async with asyncio.timeout(timeout):
                 data = await reader.read(READ_CHUNK)
-        except (TimeoutError, ConnectionError) as exc:
+        except TimeoutError as exc:
+            raise _TooSlow from exc
+        except ConnectionError as exc:
             raise _Closed from exc
         conn.receive_data(data)
 
@@ -95,6 +105,10 @@ class HTTPServer:
 
     async def start(self, host: str, port: int) -> int:
         """Listen on ``host:port`` (port 0 picks a free one) and return the port."""
+        if host in WILDCARD_HOSTS:
+            raise ValueError(
+                f"refusing to listen on {host!r}: capture-ext binds loopback (or the sandbox address) only"
+            )
         self._server = await asyncio.start_server(self._serve, host, port, limit=READ_CHUNK)
         sockname = self._server.sockets[0].getsockname()
         return int(sockname[1])
@@ -150,7 +164,11 @@ class HTTPServer:
             return False
         body = bytearray()
         while True:
-            part = await _next_event(conn, reader, self.body_timeout_s)
+            try:
+                part = await _next_event(conn, reader, self.body_timeout_s)
+            except _TooSlow:
+                await _send(conn, writer, _error(408, f"request body not received within {self.body_timeout_s:g} s"))
+                return False
             if isinstance(part, h11.Data):
                 body += part.data
                 if len(body) > self.max_body_bytes:

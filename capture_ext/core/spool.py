@@ -111,6 +111,8 @@ class Spool:
         self._locks: dict[str, int] = {}
         self._next_index = 1
         self.fsyncs = 0
+        #: Kept free of records so that seal and acknowledgement lines always fit the bound.
+        self.control_reserve = min(64 * 1024, max_bytes // 16)
 
     # -- opening and adoption ------------------------------------------------------------------
     def open(self) -> None:
@@ -231,7 +233,7 @@ class Spool:
         return self.segments[-1]
 
     def room(self, size: int) -> bool:
-        return not self.broken and self.bytes + size <= self.max_bytes
+        return not self.broken and self.bytes + size <= self.max_bytes - self.control_reserve
 
     def append(self, lines: list[bytes]) -> list[int] | None:
         """Write record lines in one call; their end offsets, or None when full or broken."""
