@@ -68,6 +68,8 @@ def render(report: dict[str, Any]) -> str:
         }[p["status"]]
         if p["status"] == "error" and p["sinks"]:
             detail = "sinks: " + ", ".join(p["sinks"]) + f"; {detail}"
+        if "capture_prepare_record" in p["hooks"]:
+            detail += "; prepares records"
         rows.append((p["name"], origin, p["module"], detail))
     widths = [max((len(row[i]) for row in rows), default=0) for i in range(3)]
     lines = [f"entry-point group {report['entry_point_group']!r}: {len(rows)} plugins in {report['load_ms']} ms"]
