@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
@@ -337,11 +338,24 @@ def test_cli_table_exits_zero_when_all_is_well(
     make_dist: MakeDist, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     make_dist("capture-ext-echo", "capture_echo", SINK_SOURCE.format(sinks=("echo",)), ep_name="echo")
+    make_dist(
+        "capture-ext-mask",
+        "capture_mask",
+        """
+        from capture_ext import hookimpl
+
+        @hookimpl
+        def capture_prepare_record(record):
+            record["input"] = "***"
+        """,
+        ep_name="mask",
+    )
     monkeypatch.setenv("CAPTURE_SINKS", "echo")
-    # Only this test's plugin: the built-ins are checked by the functional suite.
+    # Only this test's plugins: the built-ins are checked by the functional suite.
     monkeypatch.setenv("CAPTURE_DISABLED_PLUGINS", "capture-ext")
     assert plugins_cli.main([]) == 0
     out = capsys.readouterr().out
     assert "capture-ext-echo 1.0" in out and "sinks: echo" in out
+    assert re.search(r"mask +capture-ext-mask 1.0 +capture_mask +sinks: -; prepares records", out), out
     assert "CAPTURE_SINKS: echo (echo)" in out
     assert "problem" not in out
