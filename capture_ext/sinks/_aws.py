@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -111,12 +112,17 @@ class LazyClient:
         from botocore.config import Config
 
         env = self._env
-        session = aioboto3.Session(
-            aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
-            aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
-            aws_session_token=env.get("AWS_SESSION_TOKEN") or None,
-            region_name=self._region,
-        )
+        names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+        if all(env.get(n) == os.environ.get(n) for n in names):
+            # botocore's own credential chain sees the same values and can refresh them.
+            keys: dict[str, str | None] = {}
+        else:  # an explicit environment (tests, embedding) wins over the process's
+            keys = {
+                "aws_access_key_id": env.get("AWS_ACCESS_KEY_ID") or None,
+                "aws_secret_access_key": env.get("AWS_SECRET_ACCESS_KEY") or None,
+                "aws_session_token": env.get("AWS_SESSION_TOKEN") or None,
+            }
+        session = aioboto3.Session(region_name=self._region, **keys)
         config = Config(
             connect_timeout=CONNECT_TIMEOUT_S,
             read_timeout=READ_TIMEOUT_S,
