@@ -5,7 +5,8 @@
 - every ``CAPTURE_*`` variable of ``core.config.VARIABLES`` has a row in docs/configuration.md
   with its default, and every documented ``CAPTURE_*`` row exists;
 - every built-in sink has a heading in docs/sinks.md;
-- the Python blocks of the plugin docs are valid Python.
+- the Python blocks of the plugin docs are valid Python, and the tutorial shows `SinkContext` and
+  the `WriteResult` constructors as they are.
 """
 
 from __future__ import annotations
@@ -133,3 +134,26 @@ def test_python_blocks_are_valid_python(page: str) -> None:
             ast.parse(block)
         except SyntaxError as exc:
             pytest.fail(f"docs/{page}: invalid Python block ({exc}):\n{block}")
+
+
+# -- the sink contract as the tutorial tells it ---------------------------------------------------
+def test_tutorial_documents_every_sink_context_field() -> None:
+    from dataclasses import fields
+
+    from capture_ext.models import SinkContext
+
+    text = read("writing-sinks.md")
+    table = text[text.index("| attribute | what it is |") :].split("\n\n", 1)[0]
+    documented = set(re.findall(r"`(\w+)`", table))
+    missing = {f.name for f in fields(SinkContext)} - documented
+    assert not missing, f"docs/writing-sinks.md: SinkContext fields missing from the table: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("constructor", ["ok", "retryable", "fatal"])
+def test_tutorial_shows_write_result_constructors_as_they_are(constructor: str) -> None:
+    from capture_ext.models import WriteResult
+
+    params = inspect.signature(getattr(WriteResult, constructor)).parameters.values()
+    args = ", ".join(p.name if p.default is inspect.Parameter.empty else f"{p.name}={p.default!r}" for p in params)
+    call = f"WriteResult.{constructor}({args})"
+    assert call in read("writing-sinks.md"), f"docs/writing-sinks.md does not show `{call}`"
