@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 from capture_ext_webhook import WebhookSink
+from capture_ext_webhook import sink as sink_module
 from capture_ext_webhook.sink import retry_after_s
 from conftest import Receiver
 
@@ -84,3 +87,11 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
     assert retry_after_s(None) is None
     assert retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
     assert retry_after_s("soon") is None
+
+
+def test_readme_documents_every_variable_the_sink_reads() -> None:
+    source = Path(sink_module.__file__).read_text()
+    used = set(re.findall(r'"(CAPTURE_WEBHOOK_[A-Z0-9_]+)"', source))
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    documented = set(re.findall(r"^\| `(CAPTURE_WEBHOOK_[A-Z0-9_]+)`", readme, flags=re.M))
+    assert used and used == documented
