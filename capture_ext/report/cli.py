@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the one-line verdict here (SageMaker Processing shows /opt/ml/output/message "
         "as the job's ExitMessage)",
     )
+    out.add_argument(
+        "--no-html",
+        action="store_true",
+        help="only violations.json and statistics.json: a faster pipeline gate, no plots",
+    )
     out.add_argument("--exit-zero", action="store_true", help="exit 0 whenever the report was written")
     out.add_argument("--quiet", "-q", action="store_true", help="no progress bar, warnings only")
     out.add_argument("--verbose", "-v", action="store_true")
@@ -141,7 +146,7 @@ def exit_code(checks: list[Check]) -> int:
     return EXIT_QUALITY if any(c.violated for c in checks) else EXIT_OK
 
 
-def write_outputs(
+def write_html(
     args: argparse.Namespace,
     baseline: Profile,
     current: Profile,
@@ -150,7 +155,7 @@ def write_outputs(
     baseline_source: str,
     code: int,
 ) -> str:
-    """Write plots, report.html, violations.json and statistics.json; return the report path."""
+    """Render the plots (as files and embedded) and report.html; return the report's path."""
     from capture_ext.report import html, plots
 
     out = os.path.abspath(args.out)
@@ -174,6 +179,21 @@ def write_outputs(
     report = os.path.join(out, "report.html")
     with open(report, "w", encoding="utf-8") as handle:
         handle.write(page)
+    return report
+
+
+def write_json(
+    args: argparse.Namespace,
+    baseline: Profile,
+    current: Profile,
+    checks: list[Check],
+    window: str,
+    baseline_source: str,
+    code: int,
+) -> str:
+    """Write violations.json and statistics.json; return the path of violations.json."""
+    out = os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
     violations = {
         "violations": [c.as_json() for c in checks if c.violated],
         "drift_detected": code == EXIT_DRIFT,
@@ -184,11 +204,12 @@ def write_outputs(
         "num_records": {"baseline": baseline.n_rows, "current": current.n_rows},
         "checks": [c.as_json() | {"violated": c.violated, "skipped": c.skipped} for c in checks],
     }
-    with open(os.path.join(out, "violations.json"), "w", encoding="utf-8") as handle:
+    path = os.path.join(out, "violations.json")
+    with open(path, "w", encoding="utf-8") as handle:
         json.dump(violations, handle, indent=1, ensure_ascii=False)
         handle.write("\n")
     write_statistics(os.path.join(out, "statistics.json"), current, window, args.data)
-    return report
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,14 +228,17 @@ def main(argv: list[str] | None = None) -> int:
     thresholds = Thresholds(args.p_value, args.distance, args.small_sample)
     checks = compare(baseline, current, thresholds)
     code = exit_code(checks)
-    report = write_outputs(args, baseline, current, checks, window, baseline_source, code)
+    outputs = (args, baseline, current, checks, window, baseline_source, code)
+    violations = write_json(*outputs)
+    report = None if args.no_html else write_html(*outputs)
     drifted = sorted({c.feature for c in checks if c.violated and c.check_type == DRIFT})
     other = sum(c.violated and c.check_type != DRIFT for c in checks)
     verdict = f"drift in {', '.join(drifted)}" if drifted else "no drift"
     summary = f"{verdict}; {other} data-quality violation(s); {current.n_rows} records vs {baseline.n_rows} baseline"
     print(summary)
-    print(f"report: {report}")
-    print(f"violations: {os.path.join(os.path.dirname(report), 'violations.json')} (exit {code})")
+    if report:
+        print(f"report: {report}")
+    print(f"violations: {violations} (exit {code})")
     if args.exit_message:
         with open(args.exit_message, "w", encoding="utf-8") as handle:
             handle.write(f"{summary} (exit {code})\n")

@@ -70,15 +70,13 @@ class Profile:
     extra_fields: list[str] = field(default_factory=list)
 
 
-def _get(obj: Any, *names: str) -> Any:
+def _get(obj: Any, name: str) -> Any:
     """Case-insensitive key lookup: the original function answers ``{"Question", "Answer"}``."""
     if not isinstance(obj, dict):
         return None
-    lowered = {str(k).lower(): v for k, v in obj.items()}
-    for name in names:
-        if name in lowered:
-            return lowered[name]
-    return None
+    if name in obj:  # the common, exact spelling: no scan
+        return obj[name]
+    return next((v for k, v in obj.items() if isinstance(k, str) and k.lower() == name), None)
 
 
 def is_qa(records: list[dict[str, Any]]) -> bool:

@@ -81,8 +81,12 @@ class Check:
         return out
 
 
-def _finite(values: list[Any]) -> list[float]:
-    return [float(v) for v in values if math.isfinite(v)]
+def _finite(values: list[Any]) -> Any:
+    """The finite values as a float array (NaN or inf would poison every statistic)."""
+    import numpy as np
+
+    array = np.asarray(values, dtype=float)
+    return array[np.isfinite(array)]
 
 
 def _label(value: Any) -> str:
@@ -128,7 +132,7 @@ def run_test(test: str, ref: list[Any], cur: list[Any]) -> tuple[float, float | 
             result = stats.ks_2samp(_finite(ref), _finite(cur))
         return float(result.statistic), float(result.pvalue)
     if test == "wasserstein":
-        r = np.asarray(_finite(ref))
+        r = _finite(ref)
         norm = max(float(np.std(r)), 0.001)  # Evidently's guard against a constant reference
         return float(stats.wasserstein_distance(r, _finite(cur)) / norm), None
     r_counts, c_counts = _counts(ref, cur)

@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("jsonl", "parquet")
 SUFFIXES = {"jsonl": (".jsonl.gz", ".jsonl"), "parquet": (".parquet",)}
-# A record lands in the partition of the flush that wrote it, which can be later than its
-# captured_at (buffering) or, with clock skew, slightly earlier: widen the pruned range by this.
+# Our sinks file a record under the hour of its own captured_at, but a SageMaker-format line
+# carries the client's timestamp, and other writers (Firehose, copies) may file by arrival
+# time: widen the pruned range by this so those records are still found, then filter exactly.
 PARTITION_SLACK = timedelta(hours=1)
 
 

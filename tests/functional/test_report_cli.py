@@ -78,7 +78,8 @@ def test_known_drift_is_flagged_and_only_there(
     assert {v["test"] for v in doc["violations"]} == tests
     assert {v["constraint_check_type"] for v in doc["violations"]} == {"baseline_drift_check"}
 
-    assert main([*window_args(data, current=1), "--out", str(tmp_path / "same")]) == 0
+    assert main([*window_args(data, current=1), "--out", str(tmp_path / "same"), "--no-html"]) == 0
+    assert sorted(p.name for p in (tmp_path / "same").iterdir()) == ["statistics.json", "violations.json"]
     same = violations(tmp_path / "same")
     assert same["violations"] == [] and not same["drift_detected"]
     assert same["num_records"] == doc["num_records"]
@@ -133,10 +134,10 @@ def test_html_report_embeds_every_plot_and_each_plot_is_a_real_png(small: Path, 
 
 def test_statistics_json_is_a_reusable_baseline(small: Path, tmp_path: Path) -> None:
     first = tmp_path / "day0"
-    assert main([*window_args(small, current=0), "--out", str(first)]) == 0
+    assert main([*window_args(small, current=0), "--out", str(first), "--no-html"]) == 0
     stats = first / "statistics.json"
     assert json.loads(stats.read_text())["num_records"] == 300
-    common = ["--data", str(small), "--baseline", str(stats), "--quiet"]
+    common = ["--data", str(small), "--baseline", str(stats), "--quiet", "--no-html"]
     drifted = ["--start", day(0, 2), "--end", day(0, 3), "--out", str(tmp_path / "d2")]
     assert main([*common, *drifted]) == 1
     assert {v["feature_name"] for v in violations(tmp_path / "d2")["violations"]} == {"question_length", "score"}
@@ -146,7 +147,10 @@ def test_statistics_json_is_a_reusable_baseline(small: Path, tmp_path: Path) -> 
 def test_default_baseline_is_the_older_half_of_the_window(small: Path, tmp_path: Path) -> None:
     out = tmp_path / "split"
     # days 1 and 2: the older half (day 1) is the baseline, the newer half (day 2) drifted
-    assert main(["--data", str(small), "--start", day(0, 1), "--end", day(0, 3), "--out", str(out), "-q"]) == 1
+    assert (
+        main(["--data", str(small), "--start", day(0, 1), "--end", day(0, 3), "--out", str(out), "-q", "--no-html"])
+        == 1
+    )
     doc = violations(out)
     assert doc["num_records"] == {"baseline": 300, "current": 300}
     assert doc["baseline"].startswith("older half")
@@ -155,14 +159,14 @@ def test_default_baseline_is_the_older_half_of_the_window(small: Path, tmp_path:
 def test_exit_codes_for_no_data_quality_only_and_exit_zero(
     small: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    empty = ["--data", str(small), "--start", "2020-01-01", "--end", "2020-01-02", "-q"]
+    empty = ["--data", str(small), "--start", "2020-01-01", "--end", "2020-01-02", "-q", "--no-html"]
     message = tmp_path / "message"
     assert main([*empty, "--out", str(tmp_path / "none"), "--exit-message", str(message)]) == 3
     assert "no records captured in 2020-01-01T00:00:00Z" in capsys.readouterr().err
     assert message.read_text().startswith("error: no records captured")
     assert not (tmp_path / "none").exists()
 
-    zero = [*window_args(small, current=2), "--exit-zero", "--exit-message", str(message)]
+    zero = [*window_args(small, current=2), "--exit-zero", "--exit-message", str(message), "--no-html"]
     assert main([*zero, "--out", str(tmp_path / "z")]) == 0
     assert violations(tmp_path / "z")["drift_detected"]
     assert (
@@ -176,7 +180,7 @@ def test_exit_codes_for_no_data_quality_only_and_exit_zero(
     cur = make_records(200, START + DAY, seconds=60, seed=2, output_style="hf")
     write_tree(root, capture_objects(base + cur, prefix="c"))
     args = ["--data", str(root / "c"), "--start", day(0, 1), "--end", day(0, 2)]
-    assert main([*args, "--baseline-end", day(0, 1), "--out", str(tmp_path / "q"), "-q"]) == 4
+    assert main([*args, "--baseline-end", day(0, 1), "--out", str(tmp_path / "q"), "-q", "--no-html"]) == 4
     doc = violations(tmp_path / "q")
     assert {(v["feature_name"], v["constraint_check_type"]) for v in doc["violations"]} == {
         ("output.start", "extra_column_check"),

@@ -55,8 +55,9 @@ def test_report_over_the_s3_layout_on_moto(aws: AwsHelper, fmt: str, tmp_path: P
     assert doc["num_records"] == {"baseline": 200, "current": 200}
     assert doc["data"] == f"s3://{BUCKET}/inference-capture"
 
-    assert main(args(1, tmp_path / "same")) == 0
-    assert (tmp_path / "same" / "report.html").stat().st_size > 10_000
+    assert (tmp_path / "drift" / "report.html").stat().st_size > 10_000
+    assert main([*args(1, tmp_path / "same"), "--no-html"]) == 0
+    assert json.loads((tmp_path / "same" / "violations.json").read_text())["violations"] == []
 
 
 def test_a_missing_bucket_prefix_is_a_clear_error(

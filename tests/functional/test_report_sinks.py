@@ -69,7 +69,7 @@ async def test_report_reads_what_the_sinks_wrote(
     args = [
         "--data", f"s3://{BUCKET}/inference-capture",
         "--start", at(1), "--end", at(2), "--baseline-start", at(0), "--baseline-end", at(1),
-        "--out", str(out), "--quiet",
+        "--out", str(out), "--quiet", "--no-html",
     ]  # fmt: skip
     assert main(args) == 1
     doc = json.loads((out / "violations.json").read_text())
