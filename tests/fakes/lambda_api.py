@@ -50,7 +50,8 @@ class FakeLambdaAPI:
         app.router.add_post(f"{EXT}/init/error", self._init_error)
         app.router.add_post(f"{EXT}/exit/error", self._exit_error)
         app.router.add_put("/2022-07-01/telemetry", self._subscribe)
-        self._runner = web.AppRunner(app, access_log=None)
+        # A pending /next long poll must not hold up teardown for aiohttp's default 60 s.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()

@@ -1,0 +1,133 @@
+"""Dispatcher behaviour with in-memory test sinks (the contract, not a stand-in for AWS)."""
+
+import asyncio
+import random
+import time
+
+from capture_ext.core.buffer import MemoryBudget, RecordBuffer
+from capture_ext.core.dispatcher import Dispatcher
+from capture_ext.core.ledger import Ledger
+from capture_ext.models import Batch, WriteResult
+
+
+class ScriptedSink:
+    """Answers write_batch from a script of results, recording every batch it saw."""
+
+    def __init__(self, name, script=(), delay=0.0):
+        self.name = name
+        self.script = list(script)
+        self.delay = delay
+        self.seen: list[Batch] = []
+        self.delivered: list[str] = []
+        self.started = 0
+        self.closed = False
+
+    async def start(self):
+        self.started += 1
+
+    async def write_batch(self, batch):
+        self.seen.append(batch)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        result = self.script.pop(0) if self.script else WriteResult.ok()
+        if callable(result):
+            result = result(batch)
+        if isinstance(result, Exception):
+            raise result
+        failed = set(result.failed_ids) if not result.is_ok else set()
+        if result.is_ok or result.failed_ids:
+            self.delivered += [r["inference_id"] for r in batch.records if r["inference_id"] not in failed]
+        return result
+
+    async def close(self, timeout_s):
+        self.closed = True
+
+
+def setup(sinks, records=4, max_attempts=5):
+    ledger = Ledger()
+    budget = MemoryBudget(10_000)
+    buffer = RecordBuffer("env", budget, 100, 10_000)
+    for i in range(records):
+        ledger.received += 1
+        buffer.add({"inference_id": f"r{i}"}, 10)
+    dispatcher = Dispatcher({s.name: s for s in sinks}, ledger, budget, max_attempts, random.Random(1))
+    dispatcher.enqueue(buffer.seal())
+    return dispatcher, ledger, budget
+
+
+def reconciled(ledger, dispatcher):
+    return all(s["reconciled"] for s in ledger.health(0, dispatcher.backlog())["sinks"].values())
+
+
+async def test_every_sink_gets_every_record_and_memory_is_released():
+    a, b = ScriptedSink("a"), ScriptedSink("b")
+    dispatcher, ledger, budget = setup([a, b])
+    report = await dispatcher.flush(time.monotonic() + 5)
+    assert a.delivered == b.delivered == ["r0", "r1", "r2", "r3"]
+    assert report.delivered == {"a": 4, "b": 4}
+    assert a.started == 1 and budget.used == 0
+    assert reconciled(ledger, dispatcher)
+
+
+async def test_only_failed_records_are_retried_with_the_same_batch_id():
+    sink = ScriptedSink("a", [WriteResult.retryable("throttled", failed_ids=["r1", "r3"])])
+    dispatcher, ledger, _ = setup([sink])
+    await dispatcher.flush(time.monotonic() + 5)
+    assert [len(b) for b in sink.seen] == [4, 2]
+    assert {b.batch_id for b in sink.seen} == {"env-00000001"}
+    assert [b.attempt for b in sink.seen] == [1, 2]
+    assert sorted(sink.delivered) == ["r0", "r1", "r2", "r3"]
+    assert ledger.sinks["a"].retried == 2 and ledger.sinks["a"].delivered == 4
+    assert reconciled(ledger, dispatcher)
+
+
+async def test_a_failing_sink_does_not_hold_up_the_others_and_keeps_its_records():
+    slow_fail = ScriptedSink("bad", [WriteResult.retryable("503")] * 10)
+    good = ScriptedSink("good")
+    dispatcher, ledger, budget = setup([slow_fail, good], max_attempts=3)
+    await dispatcher.flush(time.monotonic() + 5)
+    assert good.delivered == ["r0", "r1", "r2", "r3"]
+    assert dispatcher.backlog() == {"bad": 4, "good": 0}
+    assert dispatcher.states_by_name()["bad"] == "open"
+    assert budget.used == 40  # still held for the failing sink
+    assert not dispatcher.has_work()  # the breaker keeps ordinary flushes away
+    assert dispatcher.has_work(ignore_breakers=True)
+    assert reconciled(ledger, dispatcher)
+    slow_fail.script = []
+    await dispatcher.flush(time.monotonic() + 5, ignore_breakers=True)
+    assert slow_fail.delivered == ["r0", "r1", "r2", "r3"] and budget.used == 0
+    assert reconciled(ledger, dispatcher)
+
+
+async def test_fatal_drops_and_counts_and_exceptions_are_retryable():
+    sink = ScriptedSink("a", [RuntimeError("boom"), WriteResult.fatal("AccessDenied")])
+    dispatcher, ledger, _ = setup([sink])
+    await dispatcher.flush(time.monotonic() + 5)
+    assert len(sink.seen) == 2
+    assert ledger.sinks["a"].dropped == {"fatal": 4}
+    assert reconciled(ledger, dispatcher)
+
+
+async def test_retries_stop_at_the_deadline():
+    sink = ScriptedSink("a", [WriteResult.retryable("slow down", retry_after_s=10)])
+    dispatcher, _, _ = setup([sink])
+    started = time.monotonic()
+    await dispatcher.flush(started + 0.5)
+    assert time.monotonic() - started < 0.5
+    assert len(sink.seen) == 1 and dispatcher.backlog() == {"a": 4}
+
+
+async def test_a_hanging_write_is_cut_at_the_deadline():
+    sink = ScriptedSink("a", delay=30)
+    dispatcher, _, _ = setup([sink])
+    started = time.monotonic()
+    await dispatcher.flush(started + 0.2)
+    assert time.monotonic() - started < 1
+    assert dispatcher.backlog() == {"a": 4}
+
+
+async def test_close_reaches_every_sink():
+    a, b = ScriptedSink("a"), ScriptedSink("b")
+    dispatcher, _, _ = setup([a, b])
+    await dispatcher.close(1.0)
+    assert a.closed and b.closed
