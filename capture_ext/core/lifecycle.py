@@ -132,7 +132,7 @@ class Extension:
         self.tracker = RuntimeDoneTracker()
         enricher = Enricher(settings.function_name, settings.function_version, self.environment_id)
         self.ingest = Ingest(
-            self.buffer,
+            self.store,
             self.ledger,
             enricher,
             settings.max_record_bytes,

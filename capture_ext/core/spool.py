@@ -353,8 +353,17 @@ class Spool:
         lines = [line for line in data.split(b"\n") if line[:1] == b"{"]
         return [orjson.loads(line) for line in lines], sum(len(line) for line in lines)
 
-    def close(self) -> None:
-        """Force what was written to the device (unless ``never``) and release the lock."""
+    def close(self, unsealed: int = 0) -> None:
+        """Force what was written to the device (unless ``never``) and release the lock.
+
+        When nothing is left to deliver (no open batch, no ``unsealed`` record) the files go too.
+        """
+        if not unsealed and all(s.open_batches <= 0 for s in self.segments):
+            done, self.segments = self.segments, []
+            for segment in done:
+                self._delete(segment)
+            for env in list(self._locks):
+                self._forget(env)
         for segment in self.segments:
             if segment.fd >= 0:
                 if self.fsync != "never" and not self.broken:

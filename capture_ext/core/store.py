@@ -164,7 +164,7 @@ class Store:
 
     def close(self) -> None:
         if self.spool is not None:
-            self.spool.close()
+            self.spool.close(unsealed=len(self.buffer))
 
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {"memory_bytes": self.budget.used, "memory_limit": self.budget.limit}

@@ -1,0 +1,142 @@
+"""A fault proxy in front of the moto server, controlled by the test while sinks talk through it.
+
+It forwards every request to moto unless a fault matches. Faults are the failures AWS really
+produces: S3 ``503 SlowDown`` / ``500 InternalError`` (XML, with ``Retry-After`` when asked),
+CloudWatch ``ThrottlingException`` / ``ServiceUnavailableException`` (JSON ``__type``), a reset
+connection before the request reaches the service, a reset *after* it was applied (the sink sees a
+failure for a write that happened: the source of legitimate duplicates), and added delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import struct
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
+
+
+def service_of(request: web.Request) -> str:
+    target = request.headers.get("X-Amz-Target", "")
+    if target.startswith("Logs_"):
+        return "logs"
+    if target.startswith("Firehose_"):
+        return "firehose"
+    return "s3"
+
+
+@dataclass
+class Fault:
+    #: ``slowdown``, ``internal``, ``throttle``, ``unavailable``, ``reset``, ``reset_after``, ``delay``.
+    kind: str
+    service: str = "*"
+    #: How many requests it hits (None: until cleared).
+    times: int | None = None
+    delay_s: float = 0.0
+    retry_after_s: float | None = None
+
+
+@dataclass
+class FaultProxy:
+    upstream: str
+    faults: list[Fault] = field(default_factory=list)
+    endpoint: str = ""
+    hits: dict[str, int] = field(default_factory=dict)
+    forwarded: dict[str, int] = field(default_factory=dict)
+    #: Bodies of requests applied upstream whose answer the sink never got (``reset_after``).
+    applied_but_failed: list[bytes] = field(default_factory=list)
+    _runner: web.AppRunner | None = None
+    _session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> str:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._session = aiohttp.ClientSession(auto_decompress=False)
+        self.endpoint = f"http://127.0.0.1:{port}"
+        return self.endpoint
+
+    async def stop(self) -> None:
+        if self._session:
+            await self._session.close()
+        if self._runner:
+            await self._runner.cleanup()
+
+    # -- commands -------------------------------------------------------------------------------
+    def inject(self, kind: str, service: str = "*", times: int | None = None, **kwargs: float) -> Fault:
+        fault = Fault(kind, service, times, **kwargs)
+        self.faults.append(fault)
+        return fault
+
+    def heal(self, service: str = "*") -> None:
+        self.faults = [f for f in self.faults if service != "*" and f.service not in (service, "*")]
+
+    # -- serving --------------------------------------------------------------------------------
+    def _match(self, service: str) -> Fault | None:
+        for fault in self.faults:
+            if fault.service in ("*", service) and (fault.times is None or fault.times > 0):
+                if fault.times is not None:
+                    fault.times -= 1
+                return fault
+        return None
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        service = service_of(request)
+        fault = self._match(service)
+        if fault is not None:
+            self.hits[fault.kind] = self.hits.get(fault.kind, 0) + 1
+            if fault.kind == "delay":
+                await asyncio.sleep(fault.delay_s)
+            elif fault.kind == "reset":
+                return self._reset(request)
+            elif fault.kind != "reset_after":
+                return self._error(fault)
+        response = await self._forward(request, body)
+        self.forwarded[service] = self.forwarded.get(service, 0) + 1
+        if fault is not None and fault.kind == "reset_after":
+            self.applied_but_failed.append(body)
+            return self._reset(request)
+        return response
+
+    async def _forward(self, request: web.Request, body: bytes) -> web.Response:
+        assert self._session is not None
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        async with self._session.request(
+            request.method, f"{self.upstream}{request.path_qs}", headers=headers, data=body
+        ) as upstream:
+            payload = await upstream.read()
+            out = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
+            return web.Response(status=upstream.status, body=payload, headers=out)
+
+    @staticmethod
+    def _reset(request: web.Request) -> web.Response:
+        transport = request.transport
+        if transport is not None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            transport.abort()  # RST: the client sees "connection reset by peer"
+        return web.Response(status=500)
+
+    @staticmethod
+    def _error(fault: Fault) -> web.Response:
+        headers = {}
+        if fault.retry_after_s is not None:
+            headers["Retry-After"] = f"{fault.retry_after_s:g}"
+        if fault.kind in ("slowdown", "internal"):
+            code, status = ("SlowDown", 503) if fault.kind == "slowdown" else ("InternalError", 500)
+            xml = f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>injected</Message></Error>"
+            return web.Response(status=status, body=xml.encode(), content_type="application/xml", headers=headers)
+        code, status = ("ThrottlingException", 400) if fault.kind == "throttle" else ("ServiceUnavailableException", 503)
+        body = json.dumps({"__type": code, "message": "injected"}).encode()
+        return web.Response(status=status, body=body, content_type="application/x-amz-json-1.1", headers=headers)
