@@ -42,12 +42,11 @@ class Harness:
         }
         self.url = f"http://127.0.0.1:{self.port}"
         self.task: asyncio.Task[int] | None = None
-        self.extension: Extension | None = None
 
     async def __aenter__(self) -> "Harness":
         address = await self.api.start()
         env = {**self.env, "AWS_LAMBDA_RUNTIME_API": address}
-        self.extension = Extension(Settings.from_env(env), env=env)
+        self.extension: Extension = Extension(Settings.from_env(env), env=env)
         self.task = asyncio.create_task(self.extension.run())
         await self.api.wait_idle()
         self.client = CaptureClient(socket_path=self.env["CAPTURE_SOCKET"], port=self.port)

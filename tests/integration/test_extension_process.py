@@ -98,7 +98,7 @@ async def test_every_accepted_record_reaches_the_file_sink_and_the_process_exits
     records = read_file_sink(extension.out)
     assert sorted(r["inference_id"] for r in records) == sorted(sent + late)
     assert len({r["sequence"] for r in records}) == len(records)
-    stderr = (await extension.proc.stderr.read()).decode()  # type: ignore[union-attr]
+    stderr = (await extension.proc.stderr.read()).decode()
     assert "ready in" in stderr and "SHUTDOWN done" in stderr
 
 
