@@ -157,3 +157,13 @@ def test_tutorial_shows_write_result_constructors_as_they_are(constructor: str) 
     args = ", ".join(p.name if p.default is inspect.Parameter.empty else f"{p.name}={p.default!r}" for p in params)
     call = f"WriteResult.{constructor}({args})"
     assert call in read("writing-sinks.md"), f"docs/writing-sinks.md does not show `{call}`"
+
+
+def test_tutorial_documents_every_field_of_an_enriched_record() -> None:
+    from capture_ext.core.records import Enricher, normalize
+
+    record = Enricher("fn", "1", "env").enrich(normalize({"input": "q", "output": "a"}))
+    text = read("writing-sinks.md")
+    table = text[text.index("| field | example |") :].split("\n\n", 1)[0]
+    missing = set(record) - set(re.findall(r"`(\w+)`", table))
+    assert not missing, f"docs/writing-sinks.md: record fields missing from the table: {sorted(missing)}"
