@@ -220,6 +220,13 @@ VARIABLES: tuple[Variable, ...] = (
         "socket_path",
     ),
     Variable(
+        "CAPTURE_CLIENT_TIMEOUT_MS",
+        "5",
+        "Function side: the most one `capture()` call may wait for the socket before it returns (fail-open).",
+        _non_negative_float,
+        "client_timeout_ms",
+    ),
+    Variable(
         "CAPTURE_STRICT",
         "0",
         "`1`: a configuration error fails Lambda init instead of disabling the sink loudly.",
@@ -253,6 +260,14 @@ VARIABLES: tuple[Variable, ...] = (
         "retry_max_attempts",
     ),
     Variable("CAPTURE_DISABLED_PLUGINS", "", "Comma-separated plugin names not to load.", _csv, "disabled_plugins"),
+    Variable(
+        "CAPTURE_BREAKER_MAX_S",
+        "300",
+        "Longest pause of a failing sink's circuit breaker (it doubles from 1 s up to this); a throttling hint "
+        "from the service lengthens it up to this bound.",
+        _non_negative_float,
+        "breaker_max_s",
+    ),
     Variable(
         "CAPTURE_SPOOL_DIR",
         "",
@@ -318,6 +333,7 @@ class Settings:
     sample_rate: float = 1.0
     port: int = 9009
     socket_path: str = "/tmp/capture-ext.sock"
+    client_timeout_ms: float = 5.0
     strict: bool = False
     log_level: str = "INFO"
     metrics: bool = True
@@ -326,6 +342,7 @@ class Settings:
     runtime_done_timeout_ms: float = 100.0
     retry_max_attempts: int = 5
     disabled_plugins: tuple[str, ...] = ()
+    breaker_max_s: float = 300.0
     spool_dir: str = ""
     spool_max_bytes: int = 128 * MIB
     spool_fsync: str = "flush"
@@ -378,3 +395,37 @@ class Settings:
     def log_problems(self) -> None:
         for problem in self.problems:
             logger.error("configuration: %s", problem)
+
+
+def markdown_table() -> str:
+    """The variables table of ``docs/configuration.md`` (regenerate it with ``--markdown``)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for var in VARIABLES:
+        default = var.default_doc or (f"`{var.default}`" if var.default else "—")
+        rows.append(f"| `{var.name}` | {default} | {var.doc} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m capture_ext.core.config",
+        description="Validate the CAPTURE_* variables of this environment, or print their documentation.",
+    )
+    parser.add_argument("--markdown", action="store_true", help="print the variables table of docs/configuration.md")
+    args = parser.parse_args(argv)
+    if args.markdown:
+        sys.stdout.write(markdown_table() + "\n")
+        return 0
+    settings = Settings.from_env()
+    for problem in settings.problems:
+        sys.stderr.write(f"error: {problem}\n")
+    for var in VARIABLES:
+        sys.stdout.write(f"{var.name}={getattr(settings, var.attr)!r}\n")
+    return 1 if settings.problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
