@@ -10,6 +10,7 @@ receiving strings shows up as a type violation instead of silently changing its 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -173,7 +174,8 @@ def _convert(value: Any, kind: str) -> tuple[Any, bool]:
         return None, False
     if kind == NUMERIC:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value), False
+            # NaN/inf (Python's json accepts them) count as missing: they would poison every test
+            return (float(value), False) if math.isfinite(value) else (None, False)
         return None, True
     if kind == TEXT:
         return (len(value), False) if isinstance(value, str) else (None, True)

@@ -45,6 +45,11 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
+def plain(text: str) -> str:
+    """Field names come from user data; a pair of ``$`` would switch matplotlib to math mode."""
+    return text.replace("$", r"\$")
+
+
 def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "feature"
 
@@ -66,7 +71,7 @@ def distribution(name: str, ref: Feature | None, cur: Feature, verdict: str) -> 
         ):
             if total:
                 ax.bar(x + offset, [counts[k] / total for k in keys], 0.4, color=colour, label=label)
-        ax.set_xticks(x, [k[:20] for k in keys], rotation=30 if len(keys) > 4 else 0, ha="right")
+        ax.set_xticks(x, [plain(k[:20]) for k in keys], rotation=30 if len(keys) > 4 else 0, ha="right")
         ax.set_ylabel("share of records")
     else:
         ref_arr, cur_arr = np.asarray(ref_values, dtype=float), np.asarray(cur.values, dtype=float)
@@ -83,8 +88,8 @@ def distribution(name: str, ref: Feature | None, cur: Feature, verdict: str) -> 
                 density, _ = np.histogram(values, bins=bins, density=True)
                 ax.stairs(density, bins, fill=True, color=colour, alpha=alpha, label=label)
         ax.set_ylabel("density")
-        ax.set_xlabel(cur.description)
-    ax.set_title(f"{name} — {verdict}", fontsize=10)
+        ax.set_xlabel(plain(cur.description))
+    ax.set_title(plain(f"{name} — {verdict}"), fontsize=10)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     else:
@@ -158,7 +163,7 @@ def descriptors_over_time(profile: Profile, baseline: Profile | None) -> Plot | 
         ref = baseline.features.get(feat.name) if baseline else None
         if ref is not None and ref.values:
             ax.axhline(float(np.median(ref.values)), ls="--", color=BASELINE_COLOUR, label="baseline median")
-        ax.set_ylabel(feat.name, fontsize=8)
+        ax.set_ylabel(plain(feat.name), fontsize=8)
         ax.legend(fontsize=7, loc="upper left")
     locator = AutoDateLocator()
     axes[-1].xaxis.set_major_locator(locator)

@@ -216,3 +216,32 @@ def test_runs_as_a_module_and_through_the_capture_ext_command(small: Path, tmp_p
         [sys.executable, "-m", "capture_ext.cli", "report", "--help"], capture_output=True, text=True, env=env
     )
     assert command.returncode == 0 and "Exit codes: 0 no violations, 1 drift" in " ".join(command.stdout.split())
+
+
+def test_generic_model_with_awkward_field_names(tmp_path: Path) -> None:
+    """Any model: flat fields profiled; user-chosen names ($, spaces, unicode) reach the plots safely."""
+    from tests.unit.test_report_synth import write_tree as write
+
+    def rec(i: int, shift: float) -> dict:
+        ts = (START + timedelta(minutes=i)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        return {
+            "inference_id": f"{i:032x}", "captured_at": ts, "function_name": "tabular", "environment_id": "e",
+            "input": {"$min_$price": 10 + (i % 50) + shift, "région": ["nord", "sud", "est"][i % 3]},
+            "output": {"label": "buy" if i % 4 else "sell", "p": (i % 10) / 10},
+        }  # fmt: skip
+
+    records = [rec(i, 0) for i in range(200)] + [rec(i, 25) for i in range(200, 400)]
+    lines = b"".join(json.dumps(r).encode() + b"\n" for r in records)
+    import gzip
+
+    write(tmp_path, {"c/jsonl/function=tabular/dt=2026-11-20/hour=22/e-00000001.jsonl.gz": gzip.compress(lines)})
+    out = tmp_path / "out"
+    assert main(["--data", str(tmp_path / "c"), "--out", str(out), "-q"]) == 1
+    doc = violations(out)
+    # two $ would make matplotlib parse "min_" as math and fail: names are shown as plain text
+    assert {v["feature_name"] for v in doc["violations"]} == {"input.$min_$price"}
+    assert {c["feature_name"] for c in doc["checks"]} == {
+        "input.$min_$price", "input.région", "output.label", "output.p"
+    }  # fmt: skip
+    assert (out / "plots" / "dist_input._min__price.png").read_bytes().startswith(PNG_MAGIC)
+    assert "input.$min_$price" in (out / "report.html").read_text(encoding="utf-8")

@@ -134,3 +134,9 @@ def test_bad_baseline_files_name_the_problem(tmp_path: Path) -> None:
     (tmp_path / "y.json").write_text('{"features": {}}')
     with pytest.raises(BaselineError, match="not a capture-ext statistics file"):
         read_statistics(str(tmp_path / "y.json"))
+
+
+def test_non_finite_numbers_count_as_missing() -> None:
+    rows = [{"input": {"x": v}} for v in (1.0, float("nan"), float("inf"), 2.0)]
+    feat = build_profile(rows, "b").features["input.x"]
+    assert feat.values == [1.0, 2.0] and feat.n_values == 2 and feat.n_type_errors == 0
