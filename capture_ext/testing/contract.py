@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import copy
 import inspect
+import json
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -191,6 +192,12 @@ class SinkContract:
         stored = await _maybe_await(self.read_back())
         return Counter(r.get("inference_id") for r in stored if r.get("inference_id") in wanted)
 
+    async def stored(self, expected: Iterable[Record]) -> list[Record]:
+        """The stored copies of ``expected`` in a canonical order, for before/after comparisons."""
+        wanted = {r["inference_id"] for r in expected}
+        stored = [r for r in await _maybe_await(self.read_back()) if r.get("inference_id") in wanted]
+        return sorted(stored, key=lambda r: json.dumps(r, sort_keys=True, default=str))
+
     async def assert_stored(self, expected: Sequence[Record], *, exactly_once: bool = True) -> None:
         counts = await self.stored_counts(expected)
         missing = [r["inference_id"] for r in expected if counts[r["inference_id"]] == 0]
@@ -264,9 +271,12 @@ class SinkContract:
         records = self.records(4)
         async with self.started_sink() as sink:
             await self.write_ok(sink, self.batch(records))
+            first = await self.stored(records)
             await self.write_ok(sink, self.batch(records, attempt=2))  # a retry after a lost answer
         await self.assert_stored(records, exactly_once=self.idempotent)
         await self.assert_round_trip(records)
+        if self.idempotent:
+            assert await self.stored(records) == first, "writing the same batch again changed what is stored"
 
     @pytest.mark.asyncio
     async def test_same_batch_from_a_new_instance_is_stored_once(self) -> None:

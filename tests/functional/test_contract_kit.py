@@ -58,6 +58,16 @@ class Duplicating(MemorySink):
         return WriteResult.ok()
 
 
+class Restamping(MemorySink):
+    """Keyed correctly, but a retry changes the stored content."""
+
+    async def write_batch(self, batch):
+        if self.closed:
+            return WriteResult.fatal("closed")
+        STORE[batch.batch_id] = [dict(r, written_at_attempt=batch.attempt) for r in batch.records]
+        return WriteResult.ok()
+
+
 class RaisingAfterClose(MemorySink):
     async def write_batch(self, batch):
         if self.closed:
@@ -121,6 +131,10 @@ class TestCorrect(Base):
 
 class TestDuplicating(Base):
     sink_class = Duplicating
+
+
+class TestRestamping(Base):
+    sink_class = Restamping
 
 
 class TestRaisingAfterClose(Base):
@@ -200,6 +214,7 @@ def test_a_correct_sink_passes_everything(outcomes: dict[str, str]) -> None:
     "cls, expected",
     [
         ("TestDuplicating", {"test_same_batch_twice_is_stored_once"}),
+        ("TestRestamping", {"test_same_batch_twice_is_stored_once"}),
         ("TestRaisingAfterClose", {"test_close_is_idempotent_and_write_after_close_is_fatal"}),
         ("TestSwallowingCancel", {"test_deadline_cancellation_leaves_the_sink_usable"}),
         ("TestMutating", {"test_does_not_mutate_records"}),
