@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q -e '.[dev]'
 	@touch $(STAMP)
 
-lint: setup
+lint: setup template-lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
@@ -57,3 +57,41 @@ demo: setup
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info
+
+# -- deployment (SAM) -------------------------------------------------------------------------
+# SAM CLI lives in its own venv: its boto3 pin conflicts with aioboto3's botocore range.
+SAM_VENV := .venv-sam
+SAM := $(SAM_VENV)/bin/sam
+MODEL_DIR ?= models/distilbert-base-cased-distilled-squad
+# No credentials and a fixed region: the template checks run offline, on any machine.
+OFFLINE_AWS := env -u AWS_PROFILE -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_SESSION_TOKEN \
+	AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0
+
+.PHONY: template-lint model layer build deploy delete
+
+$(SAM):
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install -q aws-sam-cli
+
+template-lint: setup $(SAM)
+	$(OFFLINE_AWS) $(VENV)/bin/cfn-lint template.yaml
+	$(OFFLINE_AWS) $(SAM) validate --lint --template template.yaml
+
+# The real model for local runs (`python -m inference_fn`); the image fetches its own copy.
+model: setup
+	$(PY) -m inference_fn.download_model --model-dir $(MODEL_DIR)
+
+# layer-build/capture-ext-layer.zip (+ the unpacked tree template.yaml publishes).
+layer: setup
+	$(PY) layer/build_layer.py --out layer-build
+
+# Needs Docker or Finch (the function is a container image), so CI never runs it.
+build: layer $(SAM)
+	$(SAM) build --template template.yaml
+
+# The first deploy asks for stack name, region and confirms IAM (saved to samconfig.toml).
+deploy: build
+	@if [ -f samconfig.toml ]; then $(SAM) deploy; else $(SAM) deploy --guided; fi
+
+delete: $(SAM)
+	$(SAM) delete
