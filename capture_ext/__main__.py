@@ -13,6 +13,7 @@ STARTED_AT = time.monotonic()
 import argparse  # noqa: E402 - the start time is taken before any import on purpose
 import asyncio  # noqa: E402
 import logging  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
 
 
@@ -48,10 +49,19 @@ def main(argv: list[str] | None = None) -> int:
         if task is not None:
             install_signal_handlers(asyncio.get_running_loop(), task)
         try:
-            return await extension.run()
+            code = await extension.run()
         except asyncio.CancelledError:
             logging.getLogger("capture_ext").warning("stopped by a signal outside a SHUTDOWN event")
             return 1
+        if extension.shut_down:
+            # The drain is over and the spool is closed: leave now. asyncio.run's teardown (waiting
+            # for worker threads) and interpreter finalisation can take longer than the few
+            # milliseconds left before Lambda's SIGKILL.
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
 
     return asyncio.run(run())
 

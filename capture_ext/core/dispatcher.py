@@ -94,7 +94,9 @@ class Dispatcher:
         max_attempts: int = 5,
         rng: random.Random | None = None,
         store: Store | None = None,
+        breaker_max_s: float = BREAKER_CAP_S,
     ) -> None:
+        self.breaker_max_s = breaker_max_s
         self.ledger = ledger
         self.budget = budget
         self.store = store
@@ -301,8 +303,9 @@ class Dispatcher:
 
     def _open_breaker(self, state: SinkState, hint: float | None = None) -> None:
         state.consecutive_failures += 1
-        pause = min(BREAKER_CAP_S, BREAKER_BASE_S * 2 ** (state.consecutive_failures - 1))
-        pause = max(pause, min(hint or 0.0, BREAKER_CAP_S))  # the service said when to come back
+        cap = self.breaker_max_s
+        pause = min(cap, BREAKER_BASE_S * 2 ** min(state.consecutive_failures - 1, 30))
+        pause = max(pause, min(hint or 0.0, cap))  # the service said when to come back
         state.retry_at = time.monotonic() + pause
         logger.warning(
             "sink %s: %d records kept for a later flush (%s); next attempt in %.0f s",

@@ -56,6 +56,8 @@ class Extension:
         self.ready_ms = 0.0
         self.invokes = 0
         self.stopping = False
+        #: Set when a SHUTDOWN drain has finished: nothing is left that only memory holds.
+        self.shut_down = False
         self._servers: list[Any] = []
         # Built in _build(), after registration, so registration is not delayed by imports.
         self.ledger: Ledger
@@ -124,7 +126,14 @@ class Extension:
         budget = MemoryBudget(settings.buffer_max_bytes)
         self.buffer = RecordBuffer(self.environment_id, budget, settings.flush_max_records, settings.flush_max_bytes)
         self.store = Store(self.buffer, budget, self._open_spool())
-        self.dispatcher = Dispatcher(sinks, self.ledger, budget, settings.retry_max_attempts, store=self.store)
+        self.dispatcher = Dispatcher(
+            sinks,
+            self.ledger,
+            budget,
+            settings.retry_max_attempts,
+            store=self.store,
+            breaker_max_s=settings.breaker_max_s,
+        )
         self.store.enqueue = self.dispatcher.enqueue
         for name, count in self.store.adopt(list(sinks)).items():
             self.ledger.sink(name).adopted += count
@@ -268,6 +277,7 @@ class Extension:
             logger.error("SHUTDOWN: %d records could not be delivered before the deadline", left)
         left_ms = (deadline - time.monotonic()) * 1000 + self.settings.shutdown_margin_ms
         logger.info("SHUTDOWN done %.0f ms before the deadline: %s", left_ms, self.health())
+        self.shut_down = True
 
     def _monotonic_deadline(self, deadline_ms: int) -> float:
         if deadline_ms <= 0:

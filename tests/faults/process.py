@@ -47,17 +47,19 @@ class ExtensionProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.http: aiohttp.ClientSession | None = None
 
+    def _spawn(self, address: str) -> None:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "capture_ext"],
+                env={**self.env, "AWS_LAMBDA_RUNTIME_API": address},
+                stdout=log,
+                stderr=log,
+                cwd=self.workdir,
+            )
+
     async def start(self) -> ExtensionProcess:
         address = await self.api.start()
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "capture_ext"],
-            env={**self.env, "AWS_LAMBDA_RUNTIME_API": address},
-            stdout=log,
-            stderr=log,
-            cwd=self.workdir,
-        )
-        log.close()
+        self._spawn(address)
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         await self.api.wait_idle(timeout=30)
         return self

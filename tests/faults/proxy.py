@@ -35,6 +35,8 @@ class Fault:
     #: ``slowdown``, ``internal``, ``throttle``, ``unavailable``, ``reset``, ``reset_after``, ``delay``.
     kind: str
     service: str = "*"
+    #: Only requests of this operation (``PutLogEvents``; ``PUT`` for S3); "" for all.
+    operation: str = ""
     #: How many requests it hits (None: until cleared).
     times: int | None = None
     delay_s: float = 0.0
@@ -72,8 +74,10 @@ class FaultProxy:
             await self._runner.cleanup()
 
     # -- commands -------------------------------------------------------------------------------
-    def inject(self, kind: str, service: str = "*", times: int | None = None, **kwargs: float) -> Fault:
-        fault = Fault(kind, service, times, **kwargs)
+    def inject(
+        self, kind: str, service: str = "*", times: int | None = None, operation: str = "", **kwargs: float
+    ) -> Fault:
+        fault = Fault(kind, service, operation, times, **kwargs)
         self.faults.append(fault)
         return fault
 
@@ -81,8 +85,10 @@ class FaultProxy:
         self.faults = [f for f in self.faults if service != "*" and f.service not in (service, "*")]
 
     # -- serving --------------------------------------------------------------------------------
-    def _match(self, service: str) -> Fault | None:
+    def _match(self, service: str, operation: str) -> Fault | None:
         for fault in self.faults:
+            if fault.operation and fault.operation != operation:
+                continue
             if fault.service in ("*", service) and (fault.times is None or fault.times > 0):
                 if fault.times is not None:
                     fault.times -= 1
@@ -92,7 +98,8 @@ class FaultProxy:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         service = service_of(request)
-        fault = self._match(service)
+        operation = request.headers.get("X-Amz-Target", request.method).rsplit(".", 1)[-1]
+        fault = self._match(service, operation)
         if fault is not None:
             self.hits[fault.kind] = self.hits.get(fault.kind, 0) + 1
             if fault.kind == "delay":
@@ -137,6 +144,8 @@ class FaultProxy:
             code, status = ("SlowDown", 503) if fault.kind == "slowdown" else ("InternalError", 500)
             xml = f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>injected</Message></Error>"
             return web.Response(status=status, body=xml.encode(), content_type="application/xml", headers=headers)
-        code, status = ("ThrottlingException", 400) if fault.kind == "throttle" else ("ServiceUnavailableException", 503)
+        code, status = (
+            ("ThrottlingException", 400) if fault.kind == "throttle" else ("ServiceUnavailableException", 503)
+        )
         body = json.dumps({"__type": code, "message": "injected"}).encode()
         return web.Response(status=status, body=body, content_type="application/x-amz-json-1.1", headers=headers)
