@@ -66,6 +66,8 @@ class Plugins:
         self.pm = pm
         self.infos: dict[str, PluginInfo] = {}
         self.errors: list[str] = []
+        #: Worth a look but harmless, e.g. a name in CAPTURE_DISABLED_PLUGINS that matches nothing.
+        self.warnings: list[str] = []
         #: Wall time spent discovering and importing entry points (a cold-start cost).
         self.load_ms = 0.0
         self._order: list[str] = []
@@ -111,6 +113,7 @@ class Plugins:
             key=lambda ep: (not ep.name.startswith(BUILTIN_PREFIX), ep.name),
         )
         seen: dict[str, str] = {}
+        matched: set[str] = set()
         for ep in entry_points:
             dist = ep.dist
             dist_name = dist.name if dist else ""
@@ -128,7 +131,9 @@ class Plugins:
                     )
                 continue  # else: the same distribution visible twice on sys.path
             seen[ep.name] = dist_name
-            if _normalise(ep.name) in blocked or (dist_name and _normalise(dist_name) in blocked):
+            names = {_normalise(ep.name), _normalise(dist_name)} if dist_name else {_normalise(ep.name)}
+            matched |= names & blocked
+            if names & blocked:
                 logger.info("plugin %s is disabled by CAPTURE_DISABLED_PLUGINS", ep.name)
                 self.pm.set_blocked(ep.name)
                 info.disabled = True
@@ -140,6 +145,12 @@ class Plugins:
                 self._fail(info, exc, "failed to import")
                 continue
             self.register(plugin, ep.name, info)
+        for name in sorted(blocked - matched):
+            self.warnings.append(
+                f"CAPTURE_DISABLED_PLUGINS names {name!r}, which is no installed plugin or distribution "
+                f"(installed: {', '.join(sorted(seen)) or 'none'})"
+            )
+            logger.warning("%s", self.warnings[-1])
         self.load_ms = (time.perf_counter() - started) * 1000
         logger.debug("loaded %d plugin entry points in %.1f ms", len(seen), self.load_ms)
 

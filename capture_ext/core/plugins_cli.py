@@ -53,6 +53,7 @@ def collect(env: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
         "sinks": {name: plugins.sink_owner(name) for name in sorted(factories)},
         "selected": selected,
         "errors": plugins.errors + [entry["error"] for entry in selected if "error" in entry],
+        "warnings": plugins.warnings,
     }
 
 
@@ -79,6 +80,7 @@ def render(report: dict[str, Any]) -> str:
     ]
     chosen = ", ".join(f"{s['name']} ({s['plugin'] or 'missing'})" for s in report["selected"])
     lines.append(f"CAPTURE_SINKS: {chosen or '-'}")
+    lines += [f"warning: {warning}" for warning in report["warnings"]]
     if report["errors"]:
         lines.append(f"{len(report['errors'])} problem(s):")
         lines += [f"  - {error}" for error in report["errors"]]

@@ -88,6 +88,16 @@ def test_disabled_by_entry_point_or_distribution_name_is_never_imported(make_dis
     assert "capture_two" not in sys.modules
     assert plugins.infos["one"].status == plugins.infos["two"].status == "disabled"
     assert not [e for e in plugins.errors if "'one'" in e or "'two'" in e]
+    assert not plugins.warnings
+
+
+def test_disabling_a_name_nobody_has_is_a_warning(make_dist: MakeDist) -> None:
+    make_dist("capture-ext-one", "capture_one", SINK_SOURCE.format(sinks=("one",)), ep_name="one")
+    plugins = get_plugin_manager(disabled=["onee"])
+    assert "one" in plugins.sink_factories()
+    [warning] = plugins.warnings
+    assert "'onee'" in warning and "no installed plugin" in warning and "one" in warning
+    assert not [e for e in plugins.errors if "onee" in e]
 
 
 @pytest.mark.parametrize(
