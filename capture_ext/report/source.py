@@ -85,7 +85,7 @@ def open_filesystem(uri: str) -> tuple[pyarrow.fs.FileSystem, str]:
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         kwargs: dict[str, Any] = {"region": region}
         if endpoint:
-            scheme, _, host = endpoint.partition("://")
+            scheme, _, host = endpoint.rstrip("/").partition("://")
             kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
         return pafs.S3FileSystem(**kwargs), uri[len("s3://") :].rstrip("/")
     if "://" in uri and not uri.startswith("file://"):

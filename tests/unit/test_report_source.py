@@ -136,3 +136,20 @@ def test_time_and_duration_parsing() -> None:
         parse_time("yesterday")
     with pytest.raises(ValueError, match="duration"):
         parse_duration("5 hours")
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "expected"),
+    [("http://127.0.0.1:5000", "http://127.0.0.1:5000"), ("http://localhost:9000/", "http://localhost:9000")],
+)
+def test_s3_endpoint_comes_from_the_standard_variables(
+    monkeypatch: pytest.MonkeyPatch, endpoint: str, expected: str
+) -> None:
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    fs, path = open_filesystem("s3://bucket/some/prefix/")
+    assert path == "bucket/some/prefix"
+    options = fs.__reduce__()[1][0]  # pyarrow exposes its settings only through pickling
+    assert f"{options['scheme']}://{options['endpoint_override']}" == expected  # construction only, no request
+    assert fs.region == "eu-west-1"
