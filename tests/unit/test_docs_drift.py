@@ -102,8 +102,12 @@ def test_every_variable_is_documented_with_its_default(var: Variable) -> None:
 
 
 def test_every_documented_variable_exists() -> None:
+    """Documented variables are in VARIABLES, or read by the launcher or the client themselves."""
+    root = DOCS.parent
+    readers = [root / "extensions" / "capture-ext", root / "capture_ext" / "client.py"]
+    elsewhere = "\n".join(path.read_text() for path in readers if path.exists())
     known = {v.name for v in VARIABLES}
-    stale = set(documented_variables()) - known
+    stale = {name for name in documented_variables() if name not in known and name not in elsewhere}
     assert not stale, f"docs/configuration.md documents variables the code does not read: {sorted(stale)}"
 
 
