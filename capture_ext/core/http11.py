@@ -140,6 +140,10 @@ class HTTPServer:
                     await _send(conn, writer, _error(exc.error_status_hint, f"malformed HTTP request: {exc}"))
         except (ConnectionError, h11.LocalProtocolError):
             pass
+        except asyncio.CancelledError:
+            # close() cancels idle keep-alive connections; ending normally keeps asyncio's
+            # stream callback from logging a traceback for every one of them at shutdown.
+            pass
         finally:
             if task is not None:
                 self._connections.discard(task)
