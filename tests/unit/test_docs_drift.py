@@ -171,3 +171,11 @@ def test_tutorial_documents_every_field_of_an_enriched_record() -> None:
     table = text[text.index("| field | example |") :].split("\n\n", 1)[0]
     missing = set(record) - set(re.findall(r"`(\w+)`", table))
     assert not missing, f"docs/writing-sinks.md: record fields missing from the table: {sorted(missing)}"
+
+
+def test_variables_read_outside_config_are_documented_too() -> None:
+    root = DOCS.parent
+    readers = [root / "extensions" / "capture-ext", root / "capture_ext" / "client.py"]
+    used = {name for path in readers if path.exists() for name in re.findall(r"CAPTURE_[A-Z0-9_]+", path.read_text())}
+    missing = used - set(documented_variables())
+    assert not missing, f"docs/configuration.md lacks rows for {sorted(missing)} (read by the launcher or client)"
