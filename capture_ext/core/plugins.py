@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.metadata
+import inspect
 import logging
 import re
 import time
@@ -86,6 +87,15 @@ class Plugins:
         if self.pm.is_blocked(name):
             info.disabled = True
             self.infos[name] = info
+            return False
+        coroutines = [
+            attr
+            for attr in dir(plugin)
+            if self.pm.parse_hookimpl_opts(plugin, attr) is not None
+            and inspect.iscoroutinefunction(getattr(plugin, attr, None))
+        ]
+        if coroutines:  # pluggy would call it, get a coroutine, and never await it
+            self._fail(info, PluginError(f"hooks must be plain functions, not `async def`: {', '.join(coroutines)}"))
             return False
         try:
             self.pm.register(plugin, name=name)

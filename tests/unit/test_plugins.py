@@ -187,6 +187,19 @@ def test_hookimpl_with_arguments_not_in_the_spec_is_refused() -> None:
     assert plugins.sink_factories() == {}
 
 
+def test_async_hookimpl_is_refused_instead_of_never_awaited() -> None:
+    class Async:
+        @hookimpl
+        async def capture_register_sinks(self, register):
+            register("never", dict)
+
+    plugins = get_plugin_manager(load_entrypoints=False)
+    assert plugins.register(Async(), "async_plugin") is False
+    [error] = plugins.errors
+    assert "'async_plugin'" in error and "not `async def`: capture_register_sinks" in error
+    assert plugins.sink_factories() == {}
+
+
 def test_hookimpl_may_take_fewer_arguments_than_the_spec() -> None:
     calls = []
 
