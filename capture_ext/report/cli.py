@@ -3,7 +3,7 @@
 Exit codes (so a pipeline can gate on them):
   0  report written, no violations
   1  report written, drift detected (at least one baseline_drift_check violated)
-  2  bad command line (argparse)
+  2  bad command line (argparse): bad option, date or duration, empty window, conflicting baselines
   3  no report: the data or the baseline could not be read, or the window holds no records
   4  report written, no drift but data-quality violations (missing/extra field, completeness, type)
 With ``--exit-zero`` a written report always exits 0 (gate on violations.json instead).
@@ -106,15 +106,24 @@ def _window(start: datetime | None, end: datetime | None, last: Any) -> Window:
     return Window(start, end)
 
 
-def _load(args: argparse.Namespace) -> tuple[Profile, Profile, str, str]:
-    """(baseline profile, current profile, current window text, baseline description)."""
+def _check_options(args: argparse.Namespace) -> Window:
+    """The current window, after the checks argparse cannot express; ValueError names the problem."""
     window = _window(args.start, args.end, args.last)
+    _window(args.baseline_start, args.baseline_end, None)
+    baseline_window = args.baseline_start is not None or args.baseline_end is not None
+    if args.baseline and (args.baseline_data or baseline_window):
+        raise ValueError("give either --baseline (a statistics file) or a baseline window/--baseline-data, not both")
+    return window
+
+
+def _load(args: argparse.Namespace, window: Window) -> tuple[Profile, Profile, str, str]:
+    """(baseline profile, current profile, current window text, baseline description)."""
+    baseline_window = args.baseline_start is not None or args.baseline_end is not None
     records = read_records(
         args.data, window, fmt=args.format, function=args.function, quiet=args.quiet, label="current"
     )
     if not records:
         raise SourceError(f"no records captured in {window.describe()} under {args.data}")
-    baseline_window = args.baseline_start is not None or args.baseline_end is not None
     if args.baseline:
         baseline, description = read_statistics(args.baseline)
     elif args.baseline_data or baseline_window:
@@ -213,12 +222,17 @@ def write_json(
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        window = _check_options(args)
+    except ValueError as exc:
+        parser.error(str(exc))  # exits 2, like every other command-line mistake
     if not logging.getLogger().handlers:
         logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     log.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
     try:
-        baseline, current, window, baseline_source = _load(args)
+        baseline, current, window_text, baseline_source = _load(args, window)
     except (SourceError, BaselineError, ValueError) as exc:
         print(f"capture-ext report: error: {exc}", file=sys.stderr)
         if args.exit_message:
@@ -228,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     thresholds = Thresholds(args.p_value, args.distance, args.small_sample)
     checks = compare(baseline, current, thresholds)
     code = exit_code(checks)
-    outputs = (args, baseline, current, checks, window, baseline_source, code)
+    outputs = (args, baseline, current, checks, window_text, baseline_source, code)
     violations = write_json(*outputs)
     report = None if args.no_html else write_html(*outputs)
     drifted = sorted({c.feature for c in checks if c.violated and c.check_type == DRIFT})

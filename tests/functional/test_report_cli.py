@@ -193,8 +193,16 @@ def test_bad_arguments_exit_2_with_a_named_problem(capsys: pytest.CaptureFixture
         main(["--data", "x", "--start", "yesterday"])
     assert exc.value.code == 2
     assert "not an ISO 8601 date" in capsys.readouterr().err
-    assert main(["--data", "x", "--start", "2026-01-02", "--end", "2026-01-01", "-q"]) == 3
-    assert "is not before its end" in capsys.readouterr().err
+    for argv, message in (
+        (["--start", "2026-01-02", "--end", "2026-01-01"], "is not before its end"),
+        (["--baseline-start", "2026-01-02", "--baseline-end", "2026-01-01"], "is not before its end"),
+        (["--baseline", "s.json", "--baseline-start", "2026-01-01"], "either --baseline (a statistics file) or"),
+        (["--start", "2026-01-01", "--last", "1h"], "either --start or --last"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main(["--data", "x", "-q", *argv])
+        assert exc.value.code == 2
+        assert message in capsys.readouterr().err
 
 
 def test_runs_as_a_module_and_through_the_capture_ext_command(small: Path, tmp_path: Path) -> None:
