@@ -179,3 +179,23 @@ def test_variables_read_outside_config_are_documented_too() -> None:
     used = {name for path in readers if path.exists() for name in re.findall(r"CAPTURE_[A-Z0-9_]+", path.read_text())}
     missing = used - set(documented_variables())
     assert not missing, f"docs/configuration.md lacks rows for {sorted(missing)} (read by the launcher or client)"
+
+
+def test_hooks_md_prepare_example_works() -> None:
+    """The redaction example of docs/hooks.md, registered as a plugin, does what the page says."""
+    import types
+
+    from capture_ext.core.plugins import get_plugin_manager
+
+    section = sections(read("hooks.md"))["capture_prepare_record"]
+    [example] = [b for b in re.findall(r"```python\n(.*?)```", section, flags=re.S) if "EMAIL" in b]
+    plugin = types.ModuleType("hooks_md_example")
+    exec(compile(example, "docs/hooks.md", "exec"), plugin.__dict__)
+    plugins = get_plugin_manager(load_entrypoints=False)
+    assert plugins.register(plugin, "hooks_md_example"), plugins.errors
+    record = {"input": {"question": "mail ada@example.com now"}, "metadata": {}}
+    plugins.prepare_record(record)
+    assert record == {"input": {"question": "mail <email> now"}, "metadata": {"redacted": True}}
+    untouched = {"input": "plain text", "metadata": {}}
+    plugins.prepare_record(untouched)
+    assert untouched == {"input": "plain text", "metadata": {}}
