@@ -48,12 +48,16 @@ integration: setup
 e2e: setup
 	$(PY) -m pytest -q tests/e2e
 
-# Benchmarks print numbers and assert nothing; results vary 20-30 % on a shared VM.
-bench: setup
-	$(PY) bench/serialize.py --drain 10000 --moto-process
-
 demo: setup
 	$(PY) -m capture_ext.testing.demo
+
+# Benchmarks (~10 min) print numbers and assert nothing; results vary 20-30 % on a shared VM.
+# Regenerates docs/benchmarks.md and its plot (bench/run.py; bench/serialize.py runs inside
+# bench/flush.py). Needs wrk, a Debian package.
+bench: setup
+	@command -v wrk >/dev/null 2>&1 || { SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+		$$SUDO apt-get install -y -q wrk || { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q wrk; }; }
+	$(PY) -m bench.run
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import signal
 import socket
@@ -43,7 +44,7 @@ def percentile(values: Sequence[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    rank = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
     return ordered[rank]
 
 
@@ -94,8 +95,8 @@ def fmt_ms(ms: float) -> str:
     return f"{ms:,.2f} ms" if ms < 100 else f"{ms:,.0f} ms"
 
 
-def fmt_spread(lo: float, hi: float, fmt: Callable[[float], str]) -> str:
-    return f"{fmt(lo)} – {fmt(hi)}"
+def fmt_spread(pair: Sequence[float], fmt: Callable[[float], str]) -> str:
+    return f"{fmt(pair[0])} – {fmt(pair[1])}"
 
 
 # -- results ------------------------------------------------------------------------------------
@@ -309,7 +310,8 @@ class Extension:
         return (time.monotonic() - self.spawned_at) * 1000
 
     def health(self) -> dict[str, Any]:
-        return http_json(f"http://127.0.0.1:{self.port}/v1/health")  # type: ignore[no-any-return]
+        body: dict[str, Any] = http_json(f"http://127.0.0.1:{self.port}/v1/health")
+        return body
 
     def invoke(self, flush: bool = True) -> None:
         """One INVOKE plus its runtimeDone; returns once the extension is back in ``/next``."""
@@ -356,8 +358,9 @@ def extension(env: dict[str, str] | None = None, telemetry: bool = True, cpu: in
 
 def record_of(size: int, seed: int = 0) -> dict[str, Any]:
     """A QA-shaped capture record whose JSON is about ``size`` bytes."""
-    base = {
-        "input": {"question": "What is the capital of France?", "context": ""},
+    question = "What is the capital of France?"
+    base: dict[str, Any] = {
+        "input": {"question": question, "context": ""},
         "output": {"answer": "Paris", "score": 0.9876, "start": 31, "end": 36},
         "model": {"name": "distilbert-qa", "version": "1"},
         "latency_ms": 41.7,

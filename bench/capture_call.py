@@ -17,8 +17,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 from bench._harness import PYTHON, ROOT, Result, Sample, extension, fmt_spread, fmt_us, free_port, kill, record_of
+from capture_ext.client import CaptureClient, _dumps
 
 NAME = "capture_call"
 TABLE_SIZES = (1024, 10 * 1024, 100 * 1024)
@@ -40,7 +42,7 @@ def _gap_s(size: int) -> float:
     return 0.0002 + size * 2e-8
 
 
-def _calls(method: str, size: int, quick: bool) -> int:
+def _count(method: str, size: int, quick: bool) -> int:
     if quick:
         return 20
     if method.startswith("AWS"):
@@ -50,15 +52,45 @@ def _calls(method: str, size: int, quick: bool) -> int:
     return {256: 2000, 1024: 2000, 4096: 1500, 10240: 1000, 32768: 600, 102400: 300}.get(size, 500)
 
 
-def _measure(call: Callable[[int], None], calls: int, gap: float, warmup: int) -> list[float]:
-    for i in range(warmup):
-        call(i)
+def _calls(
+    rec: dict[str, Any], line: bytes, url: str, fast: CaptureClient, http: CaptureClient, floor: socket.socket
+) -> dict[str, Callable[[], object]]:
+    """One zero-argument call per method, all capturing the same record."""
+    from bench._aws_sample import post_inference
+
+    def ours(client: CaptureClient) -> Callable[[], object]:
+        def call() -> object:
+            return client.capture(
+                rec["input"],
+                rec["output"],
+                request_id="bench",
+                model=rec["model"],
+                latency_ms=rec["latency_ms"],
+                metadata=rec["metadata"],
+            )
+
+        return call
+
+    def sample() -> object:
+        post_inference(url, "1234", rec["input"], rec["output"])  # the sample hard-codes "1234"
+        return None
+
+    def bare() -> object:
+        floor.sendall(line)
+        return None
+
+    return dict(zip(METHODS, (ours(fast), ours(http), sample, bare, ours(fast), bare), strict=True))
+
+
+def _measure(call: Callable[[], object], calls: int, gap: float, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        call()
     gc.collect()
     timings = [0.0] * calls
     clock = time.perf_counter
     for i in range(calls):
         started = clock()
-        call(i)
+        call()
         ended = clock()
         timings[i] = ended - started
         while clock() - ended < gap:  # the handler computes between captures: spin, do not sleep
@@ -67,9 +99,6 @@ def _measure(call: Callable[[int], None], calls: int, gap: float, warmup: int) -
 
 
 def run(quick: bool) -> Result:
-    from bench._aws_sample import post_inference
-    from capture_ext.client import CaptureClient, _dumps
-
     result = Result(NAME, "1. Cost of a capture call in the handler")
     rounds = 2 if quick else 5
     sizes = TABLE_SIZES if quick else CURVE_SIZES
@@ -98,30 +127,13 @@ def run(quick: bool) -> Result:
                     rec = record_of(size, seed=round_no)
                     line = _dumps({"inference_id": "0" * 32, "timestamp": 0, "request_id": "r", **rec}) + b"\n"
 
-                    def via(client: CaptureClient, rec: dict = rec) -> Callable[[int], None]:  # type: ignore[type-arg]
-                        return lambda i: client.capture(  # type: ignore[no-any-return]
-                            rec["input"],
-                            rec["output"],
-                            request_id="bench",
-                            model=rec["model"],
-                            latency_ms=rec["latency_ms"],
-                            metadata=rec["metadata"],
-                        )
-
-                    calls: dict[str, Callable[[int], None]] = {
-                        METHODS[0]: via(fast),
-                        METHODS[1]: via(http),
-                        METHODS[2]: lambda i, rec=rec: post_inference(url, "1234", rec["input"], rec["output"]),
-                        METHODS[3]: lambda i, line=line: floor.sendall(line),
-                        METHODS[4]: via(fast),
-                        METHODS[5]: lambda i, line=line: floor.sendall(line),
-                    }
+                    calls = _calls(rec, line, url, fast, http, floor)
                     for method, call in calls.items():
                         if method.startswith("AWS") and size not in TABLE_SIZES:
                             continue
                         if method in BURST and size > 10 * 1024:
                             continue
-                        n = _calls(method, size, quick)
+                        n = _count(method, size, quick)
                         warmup = 5 if quick else 30
                         gap = 0.0 if method in BURST else _gap_s(size)
                         samples[(method, size)].add_round(_measure(call, n, gap, warmup))
@@ -143,8 +155,12 @@ def run(quick: bool) -> Result:
 
 
 def _report(
-    result: Result, samples: dict[tuple[str, int], Sample], sizes: tuple[int, ...], health: dict, sent: int
-) -> None:  # type: ignore[type-arg]
+    result: Result,
+    samples: dict[tuple[str, int], Sample],
+    sizes: tuple[int, ...],
+    health: dict[str, Any],
+    sent: int,
+) -> None:
     rows = []
     for size in TABLE_SIZES:
         base = samples[(METHODS[0], size)].summary()
@@ -159,8 +175,8 @@ def _report(
                     method,
                     fmt_us(s["p50"]),
                     fmt_us(s["p99"]),
-                    fmt_spread(*s["p50_spread"], fmt_us),
-                    fmt_spread(*s["p99_spread"], fmt_us),
+                    fmt_spread(s["p50_spread"], fmt_us),
+                    fmt_spread(s["p99_spread"], fmt_us),
                     f"{ratio:,.1f}×",
                     s["n"],
                 ]

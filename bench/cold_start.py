@@ -94,17 +94,17 @@ def run(quick: bool) -> Result:
         moto.stop()
     rows = []
     for name in wall:
-        w = wall[name].summary()
-        r = ready[name].summary() if name in ready else None
-        m = rss[name].summary()
+        ws = wall[name].summary()
+        rs = ready[name].summary() if name in ready else {}
+        mem = rss[name].summary()
         rows.append(
             [
                 name,
-                fmt_ms(w["p50"]),
-                f"{fmt_ms(w['p50_spread'][0])} – {fmt_ms(max(wall[name].pooled))}",
+                fmt_ms(ws["p50"]),
+                f"{fmt_ms(min(wall[name].pooled))} – {fmt_ms(max(wall[name].pooled))}",
                 fmt_ms(cpu[name].p(50)),
-                fmt_ms(r["p50"]) if r else "–",
-                f"{m['p50']:.1f} MiB",
+                fmt_ms(rs["p50"]) if rs else "–",
+                f"{mem['p50']:.1f} MiB",
                 ", ".join(seen.get(name, [])) or "–",
             ]
         )

@@ -29,7 +29,7 @@ def _ledger(log: str) -> dict[str, Any]:
     """The ledger the extension logs last ("SHUTDOWN done ...: {...}")."""
     for line in reversed(log.splitlines()):
         if "SHUTDOWN done" in line and ": {" in line:
-            return ast.literal_eval(line[line.index(": {") + 2 :])  # type: ignore[no-any-return]
+            return ast.literal_eval(line[line.index(": {") + 2 :])
     return {}
 
 

@@ -83,7 +83,7 @@ def run(quick: bool) -> Result:
     ):
         s = sample.summary()
         rows.append(
-            [label, fmt_ms(s["p50"]), fmt_ms(s["p99"]), fmt_ms(s["mean"]), fmt_spread(*s["p50_spread"], fmt_ms), s["n"]]
+            [label, fmt_ms(s["p50"]), fmt_ms(s["p99"]), fmt_ms(s["mean"]), fmt_spread(s["p50_spread"], fmt_ms), s["n"]]
         )
     result.table(
         "post_runtime_ms per invoke (1 KB record per invoke); spread = lowest–highest per-round p50",
