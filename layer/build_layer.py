@@ -169,14 +169,25 @@ def build_tree(
         # The function's half: only the package, no dependencies (the client is stdlib only).
         run([sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--no-deps",
              "--target", str(opt / "python"), str(wheel)])  # fmt: skip
-    prune(deps)
-    prune(opt / "python")
+    for half in (deps, opt / "python"):
+        prune(half)
+        drop_direct_urls(half)
     if not any(deps.glob("capture_ext-*.dist-info/entry_points.txt")):
         raise BuildError("the capture_ext dist-info (entry points of the built-in sinks) is missing")
     launcher = opt / "extensions" / "capture-ext"
     launcher.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(LAUNCHER, launcher)
     launcher.chmod(0o755)
+
+
+def drop_direct_urls(tree: Path) -> None:
+    """pip records the temporary wheel's path and hash; meaningless in a layer, and it breaks reproducibility."""
+    for direct_url in tree.glob("*.dist-info/direct_url.json"):
+        direct_url.unlink()
+        record = direct_url.parent / "RECORD"
+        if record.is_file():
+            lines = record.read_text(encoding="utf-8").splitlines(keepends=True)
+            record.write_text("".join(ln for ln in lines if "/direct_url.json," not in ln), encoding="utf-8")
 
 
 def tree_size(tree: Path) -> int:

@@ -1,0 +1,182 @@
+"""The layer builds, and its launcher starts the extension from the built tree alone.
+
+The build is the real one (`make layer`: binary wheels for manylinux x86_64 / CPython 3.12, from
+the package index; pip's cache makes repeats quick), with only the ``extension`` extra to keep it
+small. The unpacked tree then runs under the local Lambda emulator with a clean Python 3.12 that
+has none of the dependencies installed, so the extension can only have come from the layer.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD = ROOT / "layer" / "build_layer.py"
+LAYER_PYTHON = "3.12"
+
+
+def find_python312() -> str | None:
+    for candidate in (shutil.which("python3.12"), str(Path.home() / ".pyenv/versions/3.12.1/bin/python3.12")):
+        if candidate and Path(candidate).is_file():
+            probe = subprocess.run([candidate, "-V"], capture_output=True, text=True, check=False)
+            if probe.returncode == 0 and probe.stdout.startswith("Python 3.12"):
+                return candidate
+    return None
+
+
+PYTHON312 = find_python312()
+
+
+def build(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(BUILD), "--out", str(out), "--no-build-isolation", *args],
+        capture_output=True,
+        text=True,
+        timeout=200,
+        check=False,
+    )
+
+
+def unzip_like_lambda(archive: Path, opt: Path) -> None:
+    """Extract keeping the Unix modes stored in the zip (zipfile's extractall drops them)."""
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            target = opt / info.filename
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(zf.read(info))
+            target.chmod(stat.S_IMODE(info.external_attr >> 16))
+
+
+@pytest.fixture(scope="module")
+def layer_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("layer")
+    done = build(out, "--extras", "extension", "--python-version", LAYER_PYTHON)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "MB unzipped" in done.stderr
+    return out / "capture-ext-layer.zip"
+
+
+def test_layer_zip_holds_launcher_extension_and_platform_dependencies(layer_zip: Path) -> None:
+    with zipfile.ZipFile(layer_zip) as zf:
+        infos = {info.filename: info for info in zf.infolist()}
+        names = set(infos)
+        launcher = infos["extensions/capture-ext"]
+        assert stat.S_IMODE(launcher.external_attr >> 16) == 0o755
+        assert zf.read(launcher) == (ROOT / "extensions" / "capture-ext").read_bytes()
+        entry_points = next(
+            n for n in names if n.startswith("capture-ext/capture_ext-") and n.endswith("entry_points.txt")
+        )
+        assert "builtin_local" in zf.read(entry_points).decode()
+    assert "capture-ext/capture_ext/__main__.py" in names
+    for dist in ("pluggy", "h11", "orjson"):
+        assert any(n.startswith(f"capture-ext/{dist}-") and ".dist-info/" in n for n in names), dist
+    # orjson is compiled: the layer must carry the Lambda platform's build, not this machine's.
+    assert any(n.startswith("capture-ext/orjson/") and "cpython-312-x86_64-linux-gnu.so" in n for n in names)
+    # The function's half: the stdlib client on /opt/python, without the extension's dependencies.
+    assert "python/capture_ext/client.py" in names
+    assert not any(n.startswith("python/pluggy") for n in names)
+    assert not any("__pycache__" in n for n in names)
+
+
+def test_zip_is_reproducible(layer_zip: Path, tmp_path: Path) -> None:
+    again = build(tmp_path, "--extras", "extension", "--python-version", LAYER_PYTHON)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (tmp_path / "capture-ext-layer.zip").read_bytes() == layer_zip.read_bytes()
+
+
+def test_offline_variant_copies_the_dependency_closure_from_this_interpreter(tmp_path: Path) -> None:
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    done = build(tmp_path, "--from-env", "--extras", "extension", "--python-version", version, "--no-zip")
+    assert done.returncode == 0, done.stderr[-3000:]
+    deps = tmp_path / "layer" / "capture-ext"
+    for dist in ("pluggy", "h11", "orjson"):
+        assert list(deps.glob(f"{dist}-*.dist-info/METADATA")), dist
+        assert (deps / dist).is_dir()
+    assert list(deps.glob("capture_ext-*.dist-info/entry_points.txt"))
+    assert not list(deps.glob("aioboto3*")), "the extension extra must not drag in the aws one"
+
+
+def test_offline_variant_refuses_a_mismatched_target(tmp_path: Path) -> None:
+    done = build(tmp_path, "--from-env", "--python-version", "3.9")
+    assert done.returncode == 2
+    assert "--from-env copies this Python" in done.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def bare_python312() -> str:
+    """Python 3.12 that alone has none of the extension's dependencies: they can only come from /opt."""
+    if PYTHON312 is None:
+        pytest.skip("needs a Python 3.12 interpreter to run the 3.12 layer")
+    bare = subprocess.run([PYTHON312, "-s", "-c", "import pluggy"], capture_output=True, check=False)
+    assert bare.returncode != 0
+    return PYTHON312
+
+
+HANDLER = """
+from capture_ext.client import capture, capture_handler
+
+
+@capture_handler
+def handler(event, context):
+    capture(input=event, output={"double": event["n"] * 2}, model={"name": "probe", "version": "1"})
+    return {"double": event["n"] * 2}
+"""
+
+
+@pytest.mark.parametrize("launcher_name", ["capture-ext", "qa-capture"])
+async def test_launcher_starts_the_extension_from_the_built_tree(
+    layer_zip: Path, tmp_path: Path, lambda_emulator: Any, launcher_name: str, bare_python312: str
+) -> None:
+    opt = tmp_path / "opt"
+    unzip_like_lambda(layer_zip, opt)
+    if launcher_name != "capture-ext":
+        # Lambda registers an extension under its file name; the launcher must pass its own.
+        (opt / "extensions" / "capture-ext").rename(opt / "extensions" / launcher_name)
+    task = tmp_path / "task"
+    task.mkdir()
+    (task / "handler.py").write_text(HANDLER)
+    files = tmp_path / "captured"
+    env = {
+        "CAPTURE_EXT_HOME": str(opt / "capture-ext"),
+        "CAPTURE_EXT_PYTHON": bare_python312,
+        "CAPTURE_SINKS": "file",
+        "CAPTURE_FILE_DIR": str(files),
+        "CAPTURE_FLUSH_INTERVAL_S": "0",
+        "CAPTURE_SOCKET": str(tmp_path / "capture.sock"),
+        "CAPTURE_PORT": str(free_port()),
+        "CAPTURE_SPOOL_DIR": str(tmp_path / "spool"),
+        "CAPTURE_STRICT": "1",
+        "CAPTURE_METRICS": "0",
+    }
+    emu = await lambda_emulator("handler.handler", task, opt / "extensions", env, function_name="layer-fn")
+    results = [await emu.invoke({"n": n}) for n in (1, 2, 3)]
+    assert [r.payload for r in results] == [{"double": 2}, {"double": 4}, {"double": 6}]
+    report = await emu.shutdown()
+
+    assert report is not None
+    assert report.exit_codes[launcher_name] == 0
+    assert report.killed == ()
+    records = [orjson.loads(line) for path in sorted(files.glob("*.jsonl")) for line in path.read_bytes().splitlines()]
+    assert sorted(r["output"]["double"] for r in records) == [2, 4, 6]
+    assert {r["request_id"] for r in records} == {r.request_id for r in results}
+    assert {r["function_name"] for r in records} == {"layer-fn"}
+    # The extension ran on the layer's code, not on this checkout's.
+    assert not any(str(ROOT / "capture_ext") in line for line in emu.logs(launcher_name))
