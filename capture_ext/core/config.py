@@ -295,8 +295,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "CAPTURE_REDACT",
         "",
-        "Comma-separated `path[:mask|hash]` masked or hashed before anything is buffered or spooled "
-        "(e.g. `input.context,metadata.user.email:hash`); an invalid value masks `input`, `output` and `metadata`.",
+        "Comma-separated field paths masked (`path`) or hashed (`path:hash`) before anything is buffered or "
+        "spooled, e.g. `input.context,metadata.user.email:hash` (syntax: docs/guarantees.md); an invalid value "
+        "masks `input`, `output` and `metadata` whole.",
         _redact,
         "redact",
         fallback="input,output,metadata",

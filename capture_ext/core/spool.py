@@ -269,7 +269,7 @@ class Spool:
             return
         if self.fsync == "flush":
             self._sync(self.active)
-        if self.active.size >= min(SEGMENT_BYTES, max(self.max_bytes // 8, 64 * 1024)):
+        if self.active.size >= min(SEGMENT_BYTES, max(self.max_bytes // 8, 1024)):
             self._rotate()
 
     def ack(self, batch_id: str, sink: str) -> None:
