@@ -205,13 +205,16 @@ def test_model_is_loaded_at_import_when_model_dir_is_set(monkeypatch: pytest.Mon
     import importlib
     import sys
 
+    import inference_fn
+
     monkeypatch.setenv("MODEL_DIR", str(tiny_model("wired")))
+    # A fresh import, undone afterwards (module table and package attribute) so other tests keep theirs.
     monkeypatch.delitem(sys.modules, "inference_fn.app", raising=False)
+    monkeypatch.delattr(inference_fn, "app", raising=False)
     module = importlib.import_module("inference_fn.app")
-    try:
-        assert module.MODEL.loads == 1
-    finally:
-        monkeypatch.delitem(sys.modules, "inference_fn.app", raising=False)
+    assert module.MODEL.loads == 1
+    monkeypatch.delitem(sys.modules, "inference_fn.app")
+    monkeypatch.delattr(inference_fn, "app")
 
 
 BAD_BODIES = [
