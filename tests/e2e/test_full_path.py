@@ -104,14 +104,17 @@ async def test_frozen_extension_flushes_only_after_the_handler_and_not_between_i
         while_frozen.append(aws.list_keys(BUCKET))
     await emu.shutdown()
 
+    story = (
+        f"during handler {during_handler}, frozen {while_frozen}, post-runtime {[r.post_runtime_ms for r in results]}"
+    )
     assert all(r.ok for r in results)
-    assert while_frozen[0] == []  # one record is not due, and a frozen extension cannot flush it
-    assert during_handler == [[], *while_frozen[:-1]]  # nothing ever lands while a handler runs
-    assert while_frozen[-1] != []  # the due flush came at the end of an invoke
+    assert while_frozen[0] == [], story  # one record is not due, and a frozen extension cannot flush it
+    assert during_handler == [[], *while_frozen[:-1]], story  # nothing ever lands while a handler runs
+    assert while_frozen[-1] != [], story  # the due flush came at the end of an invoke
     flushed_at = next(n for n, keys in enumerate(while_frozen) if keys)
-    assert results[flushed_at].post_runtime_ms == max(r.post_runtime_ms or 0 for r in results)
+    assert results[flushed_at].post_runtime_ms == max(r.post_runtime_ms or 0 for r in results), story
     ids = sorted(r.payload["inference_id"] for r in results)
-    assert {k: sorted(v) for k, v in delivered_ids(aws).items()} == dict.fromkeys(SINKS, ids)
+    assert {k: sorted(v) for k, v in delivered_ids(aws).items()} == dict.fromkeys(SINKS, ids), story
 
 
 async def test_rie_stub_mode_still_captures_everything(lambda_emulator, stack, aws):
