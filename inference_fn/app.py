@@ -24,7 +24,8 @@ from capture_ext.client import capture, capture_handler
 from inference_fn.qa import Answer, QuestionAnswerer, QuestionTooLongError
 
 logger = logging.getLogger(__name__)
-logger.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
+# Lambda's root logger passes only WARNING and up; the model-load line is worth keeping.
+logger.setLevel(logging.getLevelNamesMapping().get(os.environ.get("LOG_LEVEL", "INFO").upper(), logging.INFO))
 
 DEFAULT_MODEL_DIR = "/opt/ml/model"
 JSON_HEADERS = {"Content-Type": "application/json"}
