@@ -152,3 +152,16 @@ async def test_runtime_ignoring_sigterm_is_sigkilled(lambda_emulator, tmp_path):
     report = await emu.shutdown()
     assert report is not None and "runtime" in report.killed and report.exit_codes["runtime"] == -9
     assert report.exit_codes["probe"] == 0
+
+
+async def test_init_over_its_limit_is_retried_once_under_the_function_timeout(lambda_emulator, tmp_path):
+    out, ext = tmp_path / "out", tmp_path / "ext"
+    write_probe(ext, "probe", out, register_delay_ms=800)
+    emu = await lambda_emulator("fn.echo", TASK_ROOT, ext, init_timeout_s=0.3, timeout_s=10)
+
+    result = await emu.invoke({"n": 1})
+
+    assert result.ok and result.payload["event"] == {"n": 1}
+    assert [e["record"]["phase"] for e in emu.events("platform.initStart")] == ["init", "invoke"]
+    assert [r.reason for r in emu.resets] == ["timeout"]
+    assert len(notes(out, "probe", "started")) == 2

@@ -42,6 +42,7 @@ class ApiCalls:
     runtime_idle: bool
     runtime_queue: asyncio.Queue[Invocation | None]
     current: Invocation | None
+    phase: str
 
     def _notify(self) -> None:
         raise NotImplementedError
@@ -135,7 +136,7 @@ class ApiCalls:
             self._runtime_done(inv, inv.reply.result().status, inv.reply.result().error_type)
         if not self.runtime_ready:
             self.runtime_ready = True
-            self.telemetry.emit("platform.initRuntimeDone", {"initializationType": "on-demand", "phase": "init",
+            self.telemetry.emit("platform.initRuntimeDone", {"initializationType": "on-demand", "phase": self.phase,
                                                             "status": "success"})  # fmt: skip
         self.runtime_idle = True
         self._notify()
@@ -183,7 +184,7 @@ class ApiCalls:
         except (ValueError, AttributeError):
             message = body.decode("utf-8", "replace")
         error_type = error_type or "Runtime.Unknown"
-        self.telemetry.emit("platform.initRuntimeDone", {"initializationType": "on-demand", "phase": "init",
+        self.telemetry.emit("platform.initRuntimeDone", {"initializationType": "on-demand", "phase": self.phase,
                                                         "status": "error", "errorType": error_type})  # fmt: skip
         self._fail(SandboxFailure(error_type, message))
 

@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--telemetry", choices=["on", "stub"], default="on", help="stub answers like AWS's RIE")
     parser.add_argument("--no-freeze", action="store_true", help="do not SIGSTOP the sandbox between invokes")
     parser.add_argument("--timeout", type=float, default=30.0, help="function timeout in seconds")
+    parser.add_argument(
+        "--init-timeout", type=float, default=10.0, help="init limit in s (Lambda: 10; then retried once)"
+    )
     parser.add_argument("--memory", type=int, default=1024, help="memory size reported in MB")
     parser.add_argument("--function-name", default="capture-fn")
     parser.add_argument("--shutdown-budget-ms", type=int, default=2000, help="total SHUTDOWN budget (Lambda: 2000)")
@@ -69,6 +72,7 @@ async def serve(args: argparse.Namespace) -> int:
         timeout_s=args.timeout,
         runtime_api_port=args.runtime_api_port,
         memory_mb=args.memory,
+        init_timeout_s=args.init_timeout,
         function_name=args.function_name,
         shutdown_budget_ms=args.shutdown_budget_ms,
         faults=Faults(),

@@ -141,14 +141,25 @@ class LambdaEmulator:
         if box is None:
             if not self.runtime_api:
                 raise RuntimeError("LambdaEmulator.start() (or 'async with') must come first")
-            box = Sandbox(self.config, self.runtime_api, self.telemetry_events.append, self._invokes)
-            self.sandbox = box
-            self.environments.append(box)
             try:
-                await box.init()
-            except SandboxFailure:
-                await self._retire(box, "failure")
-                raise
+                box = await self._init_sandbox(None, "init")
+            except SandboxFailure as failure:
+                if failure.error_type != "Sandbox.Timedout":
+                    raise
+                # Lambda retries a timed-out init once, during the first invoke, under the function timeout.
+                log.warning("init timed out; retrying it under the function timeout (%g s)", self.config.timeout_s)
+                box = await self._init_sandbox(self.config.timeout_s, "invoke")
+        return box
+
+    async def _init_sandbox(self, limit_s: float | None, phase: str) -> Sandbox:
+        box = Sandbox(self.config, self.runtime_api, self.telemetry_events.append, self._invokes)
+        self.sandbox = box
+        self.environments.append(box)
+        try:
+            await box.init(limit_s, phase)
+        except SandboxFailure:
+            await self._retire(box, "failure")
+            raise
         return box
 
     async def _retire(self, box: Sandbox, reason: str) -> None:

@@ -94,6 +94,7 @@ class Sandbox(ApiCalls):
         self.current: Invocation | None = None
         self.failure: SandboxFailure | None = None
         self.init_ms: float | None = None
+        self.phase = "init"
         self.invokes = invokes_before
         self.report: ShutdownReport | None = None
         self._init_pending_ms: float | None = None
@@ -130,16 +131,19 @@ class Sandbox(ApiCalls):
             _ = self.reset(failure.reason)
 
     # -- lifecycle ----------------------------------------------------------------------------
-    async def init(self) -> None:
+    async def init(self, limit_s: float | None = None, phase: str = "init") -> None:
+        """Start extensions, then the runtime; ``phase="invoke"`` is Lambda's retry of a timed-out init."""
         cfg, loop = self.cfg, asyncio.get_running_loop()
+        limit_s = cfg.init_timeout_s if limit_s is None else limit_s
+        self.phase = phase
         self.state, started = "init", time.monotonic()
         py = f"python:{sys.version_info.major}.{sys.version_info.minor}"
         self.telemetry.emit(
             "platform.initStart",
-            {"initializationType": "on-demand", "phase": "init", "runtimeVersion": py,
+            {"initializationType": "on-demand", "phase": phase, "runtimeVersion": py,
              "functionName": cfg.function_name, "functionVersion": cfg.function_version},
         )  # fmt: skip
-        deadline = loop.time() + cfg.init_timeout_s
+        deadline = loop.time() + limit_s
         try:
             ext_env = extension_environment(self.function_env)
             for path in discover_extensions(cfg.extensions_dir):
@@ -154,7 +158,7 @@ class Sandbox(ApiCalls):
                 lambda: self.runtime_ready and self.runtime_idle and all(a.idle for a in self.agents.values()), deadline
             )
         except TimeoutError:
-            message = f"init did not finish within {cfg.init_timeout_s:g} s"
+            message = f"init did not finish within {limit_s:g} s"
             failure = SandboxFailure("Sandbox.Timedout", message, "timeout")
             self.failure = self.failure or failure
             await self.reset(failure.reason)
@@ -166,7 +170,7 @@ class Sandbox(ApiCalls):
         self.init_ms = self._init_pending_ms = (time.monotonic() - started) * 1000
         self.telemetry.emit(
             "platform.initReport",
-            {"initializationType": "on-demand", "phase": "init", "status": "success",
+            {"initializationType": "on-demand", "phase": phase, "status": "success",
              "metrics": {"durationMs": round(self.init_ms, 3)}},
         )  # fmt: skip
         self.state = "ready"
