@@ -30,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="capture-ext local",
         description="Run a Lambda function and its extensions locally: Runtime, Extensions and Telemetry APIs, "
         "real freezes between invokes, an API Gateway front. Ctrl-C sends SHUTDOWN and exits.",
+        epilog="With capture-ext from a source checkout: capture-ext local --extensions-dir extensions "
+        "--env CAPTURE_EXT_HOME=$PWD --env CAPTURE_EXT_PYTHON=$(command -v python) --env MODEL_DIR=... "
+        "--env CAPTURE_S3_BUCKET=... (the launcher finds the extension's code in CAPTURE_EXT_HOME, "
+        "/opt/capture-ext in the layer).",
     )
     parser.add_argument("--handler", default="inference_fn.app.handler", help="module.function (default: %(default)s)")
     parser.add_argument("--task-root", type=Path, default=Path(), help="the function code (LAMBDA_TASK_ROOT)")

@@ -189,6 +189,8 @@ class LambdaEmulator:
             submitted = time.monotonic()
             try:
                 box = await self._ready_sandbox()
+                if box.failure is not None:  # it failed between its init and this invoke: start afresh
+                    box = await self._ready_sandbox()
             except SandboxFailure as failure:
                 body = json.dumps({"errorMessage": failure.message, "errorType": failure.error_type}).encode()
                 inv.answer(Reply("failure", body, failure.error_type), time.monotonic())

@@ -339,7 +339,8 @@ class Sandbox(ApiCalls):
 
     # -- processes ----------------------------------------------------------------------------
     def _on_line(self, child: SandboxProcess, stream: str, line: str) -> None:
-        log.debug("[%s %s] %s", child.name, stream, line)
+        # One logger per process ("lambda.runtime", "lambda.capture-ext"): the CLI shows them at INFO.
+        logging.getLogger(f"lambda.{child.name}").info("%s", line)
         if self.state != "dead":
             self.telemetry.emit("function" if child.kind == "runtime" else "extension", line)
 
