@@ -248,7 +248,7 @@ def summarise(with_capture: dict[str, Any], without: dict[str, Any], sinks: dict
     print("   handler = invoke to response; caller = HTTP round trip, which also waits while the environment\n"
           "   is still busy with the previous invoke; post-runtime = the extension's work after the response,\n"
           "   before the environment freezes (billed as duration, never seen by that invoke's caller).\n"
-          "   Each phase is a fresh environment on this machine; small differences are noise, not capture.")  # fmt: skip
+          "   Each phase is a fresh environment on this machine: small differences are noise.")  # fmt: skip
 
 
 async def demo(args: argparse.Namespace) -> int:
