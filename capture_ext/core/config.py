@@ -424,7 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     for problem in settings.problems:
         sys.stderr.write(f"error: {problem}\n")
     for var in VARIABLES:
-        sys.stdout.write(f"{var.name}={getattr(settings, var.attr)!r}\n")
+        value = getattr(settings, var.attr)
+        shown = "<hidden>" if var.attr.endswith("_key") and value else repr(value)  # secrets stay secret
+        sys.stdout.write(f"{var.name}={shown}\n")
     return 1 if settings.problems else 0
 
 
