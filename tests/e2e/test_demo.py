@@ -1,0 +1,29 @@
+"""``make demo`` keeps working: the demo as a process, two requests per phase, and its summary."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.e2e.fixtures.full_stack import REPO
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+def test_demo_answers_captures_into_every_sink_and_summarises(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MODEL_DIR": str(tmp_path / "no-model-here")}
+    done = subprocess.run(
+        [sys.executable, "-m", "capture_ext.testing.demo", "--requests", "3"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=280,
+    )  # fmt: skip
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    assert "requests answered: 3/3" in out
+    assert "TINY RANDOM stand-in" in out and "make model" in out
+    for sink in ("s3_jsonl", "s3_parquet", "cloudwatch"):
+        row = next(line for line in out.splitlines() if line.strip().startswith(f"{sink} ") and "all" in line)
+        assert row.split()[1] == "3", row
+    assert "with capture" in out and "without extension" in out
+    assert "SIGKILLed: none" in out
