@@ -105,7 +105,7 @@ async def test_when_the_spool_is_full_new_records_are_refused_and_counted(tmp_pa
 async def test_without_a_spool_the_memory_bound_drops_and_counts(tmp_path):
     sink = Sink("a")
     sink.down = True
-    ingest, store, dispatcher, ledger = build(tmp_path, [sink], memory=1000, spool_bytes=0)
+    ingest, _store, dispatcher, ledger = build(tmp_path, [sink], memory=1000, spool_bytes=0)
     kept = sum(ingest.accept([normalize({"input": "z" * 50})]) for _ in range(50))
     assert kept < 50 and ledger.dropped["buffer_full"] == 50 - kept
     assert reconciled(ingest, dispatcher, ledger)[0]
