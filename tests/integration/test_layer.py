@@ -180,3 +180,32 @@ async def test_launcher_starts_the_extension_from_the_built_tree(
     assert {r["function_name"] for r in records} == {"layer-fn"}
     # The extension ran on the layer's code, not on this checkout's.
     assert not any(str(ROOT / "capture_ext") in line for line in emu.logs(launcher_name))
+
+
+PROBE = """
+import json, aioboto3, pyarrow.parquet
+from capture_ext.core.plugins import get_plugin_manager
+plugins = get_plugin_manager()
+print(json.dumps({"sinks": sorted(plugins.sink_factories()), "errors": plugins.errors,
+                  "aioboto3": aioboto3.__file__, "pyarrow": pyarrow.__version__}))
+"""
+
+
+def test_default_layer_registers_every_builtin_sink_on_python_312(tmp_path: Path, bare_python312: str) -> None:
+    """What `make layer` ships (aws + parquet extras) imports on a bare 3.12 and finds all built-ins."""
+    done = build(tmp_path, "--no-zip")
+    assert done.returncode == 0, done.stderr[-3000:]
+    deps = tmp_path / "layer" / "capture-ext"
+    probe = subprocess.run(
+        [bare_python312, "-P", "-s", "-c", PROBE],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(deps)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    seen = orjson.loads(probe.stdout)
+    assert seen["errors"] == []
+    assert {"s3_jsonl", "s3_parquet", "cloudwatch", "firehose", "file", "stdout"} <= set(seen["sinks"])
+    assert seen["aioboto3"].startswith(str(deps))
