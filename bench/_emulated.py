@@ -27,12 +27,16 @@ CONTEXT = (
 CONTEXT_WORDS = CONTEXT.split()
 
 
-def extensions_dir(parent: str) -> Path:
-    """A directory with one launcher, ``capture-ext``, that execs ``python -m capture_ext``."""
+#: Extensions the benchmarks can install: the real one, and a do-nothing one as a baseline.
+EXTENSIONS = {"capture-ext": "capture_ext --name capture-ext", "noop": "bench._noop_extension noop"}
+
+
+def extensions_dir(parent: str, name: str = "capture-ext") -> Path:
+    """A directory with one launcher named ``name`` that execs the extension's module."""
     folder = Path(parent) / "extensions"
     folder.mkdir()
-    launcher = folder / "capture-ext"
-    launcher.write_text(f"#!/bin/sh\ncd {ROOT}\nexec {PYTHON} -m capture_ext --name capture-ext\n")
+    launcher = folder / name
+    launcher.write_text(f"#!/bin/sh\ncd {ROOT}\nexec {PYTHON} -m {EXTENSIONS[name]}\n")
     launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return folder
 
@@ -69,7 +73,7 @@ def model_dir(full_size: bool) -> Path:
     return out
 
 
-def emulator(handler: str, env: dict[str, str], with_extension: bool, tmp: str, **options: Any) -> Any:
+def emulator(handler: str, env: dict[str, str], extension: str | None, tmp: str, **options: Any) -> Any:
     """A ``LambdaEmulator`` for ``handler`` (not started), single-threaded torch, generous init."""
     from capture_ext.testing.emulator import LambdaEmulator
 
@@ -88,7 +92,7 @@ def emulator(handler: str, env: dict[str, str], with_extension: bool, tmp: str, 
         **BYTECODE_ENV,
         **env,
     }
-    ext_dir = extensions_dir(work) if with_extension else None
+    ext_dir = extensions_dir(work, extension) if extension else None
     options.setdefault("init_timeout_s", 180.0)
     return LambdaEmulator(handler, ROOT, ext_dir, base, timeout_s=60.0, **options)
 

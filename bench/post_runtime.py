@@ -42,7 +42,7 @@ async def _invokes(emu: object, n: int, rounds: int, period_s: float = 0.0) -> S
 
 
 async def _scenario(
-    env: dict[str, str], n: int, rounds: int, warmup: int, period_s: float = 0.0, extension: bool = True
+    env: dict[str, str], n: int, rounds: int, warmup: int, period_s: float = 0.0, extension: str = "capture-ext"
 ) -> Sample:
     """Warm up, including one flush (the S3 client is created on the first one), then measure."""
     with tempfile.TemporaryDirectory(prefix="capture-bench-") as tmp:
@@ -51,7 +51,7 @@ async def _scenario(
             await _invokes(emu, warmup, 1)
             await asyncio.sleep(float(env.get("CAPTURE_FLUSH_INTERVAL_S", "0")) + 0.05)
             first = await _invokes(emu, 1, 1)
-            if extension:
+            if extension == "capture-ext":
                 FIRST_FLUSH.append(first.pooled[0])
             return await _invokes(emu, n, rounds, period_s)
 
@@ -64,7 +64,7 @@ def run(quick: bool) -> Result:
         helper.create_bucket("bench-capture")
         s3 = {**moto.env(), "CAPTURE_SINKS": "s3_jsonl", "CAPTURE_S3_BUCKET": "bench-capture"}
         n, rounds, warmup = (5, 2, 2) if quick else (60, 5, 10)
-        bare = asyncio.run(_scenario({"CAPTURE_FLUSH_INTERVAL_S": "0"}, n, rounds, warmup, extension=False))
+        bare = asyncio.run(_scenario({"CAPTURE_FLUSH_INTERVAL_S": "0"}, n, rounds, warmup, extension="noop"))
         FIRST_FLUSH.clear()
         no_flush = asyncio.run(_scenario({**s3, "CAPTURE_FLUSH_INTERVAL_S": "60"}, n, rounds, warmup))
         FIRST_FLUSH.clear()
@@ -76,7 +76,7 @@ def run(quick: bool) -> Result:
         moto.stop()
     rows = []
     for label, sample in (
-        ("no extension at all (the emulator's own floor)", bare),
+        ("a do-nothing extension (the floor: emulator + runtime)", bare),
         ("no flush due (interval 60 s)", no_flush),
         ("flush due on every invoke (s3_jsonl → moto)", flush),
         ("steady 10 req/s, 5 s interval" if not quick else "steady 10 req/s, 1 s interval", steady),
@@ -97,8 +97,9 @@ def run(quick: bool) -> Result:
     )
     extra = nf["p50"] - floor["p50"]
     result.notes.append(
-        f"Without any extension the emulator itself reports {floor['p50']:.2f} ms p50 (the runtime getting "
-        f"back to /next, freeze bookkeeping); the extension adds {extra:.2f} ms p50 on top when no flush is due."
+        f"With a do-nothing extension (bench/_noop_extension.py) the emulator reports {floor['p50']:.2f} ms p50 "
+        f"(the runtime getting back to /next, the emulator's bookkeeping); capture-ext adds {extra:.2f} ms p50 "
+        "on top when no flush is due."
     )
     flushing = [v for v in steady.pooled if v > max(5 * nf["p99"], 2.0)]
     flush_cost = statistics.fmean(flushing) if flushing else fl["mean"]
@@ -112,11 +113,16 @@ def run(quick: bool) -> Result:
         "telemetry for up to 25 ms, as subscribed) and one PutObject to moto."
     )
     result.goal("post-runtime p50, no flush due", fmt_ms(nf["p50"]), "≤ 0.5 ms", nf["p50"] <= 0.5)
-    result.goal("  … minus the no-extension floor of the same run", fmt_ms(extra), "≤ 0.5 ms", extra <= 0.5)
+    result.goal("  … minus the do-nothing extension's floor", fmt_ms(extra), "≤ 0.5 ms", extra <= 0.5)
     result.goal("post-runtime p50, flush due", fmt_ms(fl["p50"]), "", None)
-    result.goal("post-runtime mean at steady 10 req/s (5 s interval)", fmt_ms(st["mean"]), "≤ 1 ms", st["mean"] <= 1)
     result.goal(
-        "post-runtime amortised at 10 req/s, default 60 s interval", fmt_ms(at_default), "≤ 1 ms", at_default <= 1
+        "post-runtime amortised at 10 req/s, default 60 s interval (measured flush cost, extrapolated)",
+        fmt_ms(at_default),
+        "≤ 1 ms",
+        at_default <= 1,
+    )
+    result.goal(
+        "post-runtime mean at 10 req/s measured with a 5 s interval (12× the default flushes)", fmt_ms(st["mean"])
     )
     result.series["post_runtime"] = {"no_flush": nf, "flush": fl, "steady": st, "at_default": at_default}
     return result

@@ -25,6 +25,7 @@ from bench._harness import PYTHON, ROOT, markdown_table, verdict
 
 BENCHMARKS = ("capture_call", "inference", "post_runtime", "ingest", "flush", "cold_start", "drain")
 DOC = ROOT / "docs" / "benchmarks.md"
+RAW = DOC.with_suffix(".json")
 PLOT = ROOT / "docs" / "benchmarks-scaling.png"
 ANALYSIS = Path(__file__).with_name("analysis.md")
 
@@ -63,8 +64,10 @@ def run_one(name: str, quick: bool, out_dir: Path) -> dict[str, Any]:
     return data
 
 
-def render(results: list[dict[str, Any]], quick: bool, total_s: float, plot: Path | None) -> str:
-    info = machine()
+def render(
+    results: list[dict[str, Any]], quick: bool, total_s: float, plot: Path | None, info: dict[str, str] | None = None
+) -> str:
+    info = info or machine()
     parts = [
         "# Benchmarks",
         "",
@@ -115,21 +118,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (checks the machinery, measures nothing)")
     parser.add_argument("--only", action="append", choices=BENCHMARKS, help="run just these (repeatable)")
     parser.add_argument("--out", type=Path, default=DOC, help="report path (default: %(default)s)")
+    parser.add_argument(
+        "--render", action="store_true", help="only re-render the report from the raw results of the last run"
+    )
     args = parser.parse_args(argv)
+    raw = args.out.with_suffix(".json")
     started = time.monotonic()
-    results = []
-    with tempfile.TemporaryDirectory(prefix="capture-bench-run-") as tmp:
-        for name in args.only or BENCHMARKS:
-            print(f"\n=== bench.{name} ===", flush=True)
-            results.append(run_one(name, args.quick, Path(tmp)))
+    if args.render:
+        saved = json.loads(raw.read_text())
+        results, quick, total_s, info = saved["results"], saved["quick"], saved["total_s"], saved["machine"]
+    else:
+        results, quick, info = [], args.quick, machine()
+        with tempfile.TemporaryDirectory(prefix="capture-bench-run-") as tmp:
+            for name in args.only or BENCHMARKS:
+                print(f"\n=== bench.{name} ===", flush=True)
+                results.append(run_one(name, args.quick, Path(tmp)))
+        total_s = time.monotonic() - started
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        saved = {"machine": info, "quick": quick, "total_s": total_s, "results": results}
+        raw.write_text(json.dumps(saved, indent=1))
     plot = None
-    if not args.only:
+    if not args.only or args.render:
         from bench.plots import scaling_plot
 
         plot = args.out.parent / PLOT.name
         scaling_plot(results, plot)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(results, args.quick, time.monotonic() - started, plot))
+    args.out.write_text(render(results, quick, total_s, plot, info))
     print(f"\nwrote {args.out}" + (f" and {plot}" if plot else ""))
     failed = [r["name"] for r in results if "error" in r]
     if failed:
