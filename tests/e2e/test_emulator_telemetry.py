@@ -112,7 +112,7 @@ async def test_absent_consumer_knob_never_delivers_runtime_done(lambda_emulator,
     faults = Faults(telemetry=TelemetryFaults(blackhole=True))
     emu = await lambda_emulator("fn.echo", TASK_ROOT, ext, faults=faults)
     result = await emu.invoke({})
-    assert result.ok and result.post_runtime_ms is not None and result.post_runtime_ms >= 300
+    assert result.ok and result.phase_ms >= 300  # the probe waited its 0.3 s in vain
     assert [n["ok"] for n in notes(out, "probe", "runtime_done_seen")] == [False]
     assert telemetry(out, "probe") == []
 
