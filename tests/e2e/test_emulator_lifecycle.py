@@ -21,7 +21,7 @@ async def test_response_returns_before_extensions_finish_and_post_runtime_is_mea
 
     pending = emu.start_invoke({"n": 1})
     reply = await pending.response()
-    still_running = not pending._task.done()
+    still_running = not pending.done()
     result = await pending.result()
 
     assert reply.status == "success" and still_running
@@ -143,7 +143,7 @@ async def test_shutdown_sigterms_runtime_then_sends_deadline_then_sigkills(lambd
     assert set(report.notified) == {"a-polite", "b-stuck"}
     [shutdown] = events(out, "a-polite", "SHUTDOWN")
     assert shutdown["shutdownReason"] == "spindown"
-    assert started * 1000 < shutdown["deadlineMs"] <= started * 1000 + 600 + 50  # epoch ms within the budget
+    assert started * 1000 + 600 <= shutdown["deadlineMs"] <= started * 1000 + 600 + 400  # epoch ms, 600 ms budget
     assert events(out, "c-invoke-only", "SHUTDOWN") == []
 
 

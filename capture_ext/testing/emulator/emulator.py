@@ -55,6 +55,10 @@ class PendingInvoke:
             self._task.result()  # re-raise an emulator error
         return self.invocation.reply.result()
 
+    def done(self) -> bool:
+        """True once the whole invoke is over (the phase ended or the environment was reset)."""
+        return self._task.done()
+
     async def result(self) -> InvokeResult:
         """The whole invoke, once the phase ended (or the environment was reset)."""
         return await self._task
