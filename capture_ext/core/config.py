@@ -369,10 +369,13 @@ class Settings:
             try:
                 values[var.attr] = var.parse(raw)
             except (ValueError, ConfigError) as exc:
-                fallback = var.default if var.fallback is None else var.fallback
                 shown = "<hidden>" if var.attr.endswith("_key") else repr(raw)
-                problems.append(f"{var.name}={shown} is invalid ({exc}); using {fallback!r}")
-                values[var.attr] = var.parse(fallback)
+                if var.fallback is None:
+                    problems.append(f"{var.name}={shown} is invalid ({exc}); using the default {var.default!r}")
+                    values[var.attr] = var.parse(var.default)
+                else:  # fail closed instead of falling back to a permissive default
+                    problems.append(f"{var.name}={shown} is invalid ({exc}); using {var.fallback!r} instead")
+                    values[var.attr] = var.parse(var.fallback)
         function_name = env.get("AWS_LAMBDA_FUNCTION_NAME", "local-function")
         if not values["log_group"]:
             values["log_group"] = f"/aws/capture-ext/{function_name}"
