@@ -271,7 +271,8 @@ class Sandbox(ApiCalls):
     async def _freeze(self) -> None:
         if self.cfg.freeze:
             await self.telemetry.pause()
-            self.procs.freeze()
+            if self.state == "ready":  # a reset that began meanwhile has thawed everything for SHUTDOWN
+                self.procs.freeze()
 
     def _thaw(self) -> None:
         self.procs.thaw()
