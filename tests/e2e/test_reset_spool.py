@@ -7,6 +7,7 @@ adopts the spool and delivers the rest, each record once in S3.
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from tests.faults.proxy import FaultProxy
 pytestmark = pytest.mark.timeout(180)
 
 BUCKET = "capture-reset"
-HANDLER = '''
+HANDLER = """
 import time
 from capture_ext.client import capture_handler, get_client
 
@@ -32,7 +33,7 @@ def handler(event, context):
     client.flush(2000)
     time.sleep(event.get("sleep_s", 0))
     return {"captured": event["n"]}
-'''
+"""
 
 
 async def test_a_timeout_reset_keeps_the_backlog_for_the_next_environment(
@@ -57,25 +58,25 @@ async def test_a_timeout_reset_keeps_the_backlog_for_the_next_environment(
         "CAPTURE_SPOOL_DIR": str(tmp_path / "spool"),
         "CAPTURE_METRICS": "0",
         "CAPTURE_EXT_HOME": str(REPO),
-        "CAPTURE_EXT_PYTHON": __import__("sys").executable,
+        "CAPTURE_EXT_PYTHON": sys.executable,
     }
     try:
         emu = await lambda_emulator(
             "capfn.handler", task, install_extension(tmp_path / "ext"), env, timeout_s=1.0, shutdown_budget_ms=1000
         )
-        warm = await emu.invoke({"n": 100, "tag": "warm"})  # a due flush on the next invoke warms S3
-        first = await emu.invoke({"n": 3000, "tag": "big"})
-        assert warm.ok and first.ok
+        assert (await emu.invoke({"n": 100, "tag": "warm"})).ok
+        assert (await emu.invoke({"n": 0, "tag": "none"})).ok  # size-due flush: the S3 client is warm
         proxy.inject("delay", "s3", delay_s=0.2)  # 30 batches x 200 ms: far beyond the budget
-        timed_out = await emu.invoke({"n": 0, "tag": "t", "sleep_s": 5})
+        timed_out = await emu.invoke({"n": 3000, "tag": "big", "sleep_s": 5})
         assert timed_out.reset_reason == "timeout"
         report = emu.resets[0]
         assert report.reason == "timeout" and "capture-ext" not in report.killed  # it left on its own
         logs = "\n".join(emu.logs("capture-ext"))
-        assert "kept in the spool" in logs
+        assert "kept in the spool" in logs, logs
         proxy.heal()
         for _ in range(10):  # the next environment adopts the spool and catches up
             assert (await emu.invoke({"n": 0, "tag": "after"})).ok
+        assert "spool: replaying" in "\n".join(emu.logs("capture-ext"))
         await emu.shutdown()
     finally:
         await proxy.stop()
