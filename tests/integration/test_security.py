@@ -69,7 +69,7 @@ async def test_redaction_logs_permissions_and_loopback(tmp_path: Path, aws: Any,
 
         proxy.inject("internal", "s3", times=1)  # an error path that logs
         request_id = await ext.invoke()
-        body = [
+        body: list[dict[str, Any]] = [
             {"input": {"question": "who?", "context": CONTEXT}, "output": "x", "user": {"email": EMAIL}},
             {"input": {"question": "q", "context": CONTEXT}, "metadata": {"user": {"email": EMAIL, "plan": "p"}}},
         ]
