@@ -47,8 +47,12 @@ async def _ask(session: aiohttp.ClientSession, url: str, question: str, context:
 
 
 async def test_every_answered_request_lands_in_all_three_sinks_through_shutdown(lambda_emulator, stack, aws):
+    # Three buffered records make a flush due; whatever is left when the environment ends goes out
+    # during SHUTDOWN. A generous flush timeout keeps a cold first flush on a loaded machine whole.
+    env = {**stack["env"], "CAPTURE_FLUSH_INTERVAL_S": "60", "CAPTURE_FLUSH_MAX_RECORDS": "3",
+           "CAPTURE_FLUSH_TIMEOUT_S": "20"}  # fmt: skip
     emu: LambdaEmulator = await lambda_emulator(
-        "inference_fn.app.handler", REPO, stack["ext"], stack["env"], function_name=FUNCTION, init_timeout_s=120
+        "inference_fn.app.handler", REPO, stack["ext"], env, function_name=FUNCTION, init_timeout_s=120
     )
     front = ApiGatewayFront(emu)
     url = await front.start()
@@ -65,6 +69,7 @@ async def test_every_answered_request_lands_in_all_three_sinks_through_shutdown(
             assert status == 400 and "question" in body["error"]
     finally:
         await front.close()
+    before_shutdown = delivered_ids(aws)
     report = await emu.shutdown()
 
     assert report is not None and report.killed == () and report.exit_codes["capture-ext"] == 0
@@ -72,6 +77,7 @@ async def test_every_answered_request_lands_in_all_three_sinks_through_shutdown(
     sinks = delivered_ids(aws)
     for sink, ids in sinks.items():
         assert sorted(ids) == sorted(answered), sink  # every record, once, in every sink
+        assert 0 < len(before_shutdown[sink]) < len(answered), sink  # some by a due flush, the rest at SHUTDOWN
     jsonl = [r for rows in aws.read_all_jsonl(BUCKET, "inference-capture/jsonl/").values() for r in rows]
     for record in jsonl:
         assert record["request_id"] == answered[record["inference_id"]]  # the Lambda request id, end to end
@@ -80,8 +86,6 @@ async def test_every_answered_request_lands_in_all_three_sinks_through_shutdown(
         assert record["model"]["name"].startswith("tiny-distilbert-qa")
     [stream] = aws.log_streams(LOG_GROUP)
     assert stream.endswith(f"/{FUNCTION}/{jsonl[0]['environment_id']}")
-    flushed_during_invokes = [r.post_runtime_ms for r in emu.results if r.ok]
-    assert all(ms is not None for ms in flushed_during_invokes)
 
 
 async def test_frozen_extension_flushes_only_after_the_handler_and_not_between_invokes(lambda_emulator, stack, aws):
