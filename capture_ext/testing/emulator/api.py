@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
 
@@ -157,6 +156,5 @@ async def serve(app: web.Application, port: int = 0) -> tuple[web.AppRunner, int
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port, reuse_address=True)
     await site.start()
-    server: Any = site._server
-    bound: int = server.sockets[0].getsockname()[1]
+    bound: int = runner.addresses[0][1]
     return runner, bound
