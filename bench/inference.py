@@ -18,7 +18,7 @@ import tempfile
 from typing import Any
 
 from bench._emulated import emulator, model_dir, qa_event
-from bench._harness import Result, Sample, fmt_ms
+from bench._harness import Result, Sample, fmt_ms, percentile
 
 NAME = "inference"
 
@@ -73,6 +73,14 @@ def _ratios(samples: dict[str, Sample], over: str, q: float) -> tuple[float, flo
     return samples[CAPTURE].p(q) / samples[over].p(q), min(per_round), max(per_round)
 
 
+def _paired_diffs(samples: dict[str, Sample], over: str) -> list[float]:
+    return [
+        c - o
+        for cr, orr in zip(samples[CAPTURE].rounds, samples[over].rounds, strict=True)
+        for c, o in zip(cr, orr, strict=True)
+    ]
+
+
 def run(quick: bool) -> Result:
     result = Result(NAME, "2. Inference latency with and without capture")
     samples = asyncio.run(_measure(quick))
@@ -96,11 +104,25 @@ def run(quick: bool) -> Result:
         ["ratio", "percentile", "pooled", "per-round spread"],
         rows,
     )
+    rows = []
+    for over in (PLAIN, NOOP):
+        diffs = _paired_diffs(samples, over)
+        lo, mid, hi = (percentile(diffs, q) for q in (25, 50, 75))
+        base = samples[over].p(50)
+        rows.append([f"with capture − {over}", f"{mid:+.2f} ms ({mid / base:+.1%})", f"{lo:+.2f} – {hi:+.2f} ms"])
+    result.table(
+        "Paired differences: each invoke with capture minus its neighbour invoke of the other function "
+        "(same moment, same load); median and interquartile range",
+        ["difference", "median", "IQR"],
+        rows,
+    )
     r50, r99 = _ratios(samples, PLAIN, 50)[0], _ratios(samples, PLAIN, 99)[0]
     n50 = _ratios(samples, NOOP, 50)[0]
     result.goal("inference p50 with/without capture", f"{r50:.3f}", "≤ 1.01", r50 <= 1.01)
     result.goal("inference p99 with/without capture", f"{r99:.3f}", "≤ 1.01", r99 <= 1.01)
     result.goal("  … p50 against a do-nothing extension", f"{n50:.3f}", "≤ 1.01", n50 <= 1.01)
+    diff = percentile(_paired_diffs(samples, PLAIN), 50)
+    result.goal("  … median paired difference (capture − no extension)", f"{diff:+.2f} ms")
     result.series["inference"] = {name: s.summary() for name, s in samples.items()}
     return result
 
