@@ -20,10 +20,10 @@ def test_demo_answers_captures_into_every_sink_and_summarises(tmp_path):
     )  # fmt: skip
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
-    assert "requests answered: 3/3" in out
+    assert "requests answered: 6/6 (3 warm-up + 3 timed" in out  # the first 3 requests are all distinct
     assert "TINY RANDOM stand-in" in out and "make model" in out
     for sink in ("s3_jsonl", "s3_parquet", "cloudwatch"):
         row = next(line for line in out.splitlines() if line.strip().startswith(f"{sink} ") and "all" in line)
-        assert row.split()[1] == "3", row
+        assert row.split()[1] == "6", row
     assert "with capture" in out and "without extension" in out
     assert "SIGKILLed: none" in out

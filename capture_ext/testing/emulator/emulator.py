@@ -213,6 +213,11 @@ class LambdaEmulator:
                 await self._retire(box, result.reset_reason or "failure")
             return result
 
+    async def idle(self) -> None:
+        """Wait until no invoke is in flight (the last one's extensions are back in ``/next``)."""
+        async with self._lock:
+            return
+
     # -- shutdown and faults ------------------------------------------------------------------
     async def shutdown(self, reason: str = "spindown") -> ShutdownReport | None:
         """End the current environment with a SHUTDOWN event; None when none is running."""
