@@ -227,6 +227,14 @@ VARIABLES: tuple[Variable, ...] = (
         "client_timeout_ms",
     ),
     Variable(
+        "CAPTURE_WARMUP",
+        "init",
+        "When sinks open their clients and load their SDKs: `init` (after registration, overlapping the "
+        "function's own init, so the first flush, maybe at SHUTDOWN, is warm) or `lazy` (at the first flush).",
+        _choice("init", "lazy"),
+        "warmup",
+    ),
+    Variable(
         "CAPTURE_STRICT",
         "0",
         "`1`: a configuration error fails Lambda init instead of disabling the sink loudly.",
@@ -335,6 +343,7 @@ class Settings:
     port: int = 9009
     socket_path: str = "/tmp/capture-ext.sock"
     client_timeout_ms: float = 5.0
+    warmup: str = "init"
     strict: bool = False
     log_level: str = "INFO"
     metrics: bool = True

@@ -261,6 +261,11 @@ class Dispatcher:
             self._finish(state)
             return None
 
+    async def warm_up(self, deadline: float) -> None:
+        """Start every sink now (open clients, import SDKs) so the first flush is not a cold one."""
+        cold = [state for state in self.states.values() if not state.started]
+        await asyncio.gather(*(self._start(state, deadline) for state in cold))
+
     async def _start(self, state: SinkState, deadline: float) -> bool:
         try:
             async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):

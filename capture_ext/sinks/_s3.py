@@ -50,7 +50,12 @@ class S3Sink:
         return object_key(self.prefix, self.fmt, partition, batch_id, self.extension)
 
     async def start(self) -> None:
-        """Nothing to do: the client opens on the first batch, so an idle function pays nothing."""
+        """Open the client (and load the encoder) now, so the first flush, maybe a SHUTDOWN, is warm."""
+        await self.client.get()
+        self.warm_encoder()
+
+    def warm_encoder(self) -> None:
+        """Import what :meth:`encode` needs; subclasses with heavy encoders override it."""
 
     async def write_batch(self, batch: Batch) -> WriteResult:
         if self.client.closed:

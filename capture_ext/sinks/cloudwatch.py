@@ -125,7 +125,8 @@ class CloudWatchSink:
         self._restamp: set[str] = set()
 
     async def start(self) -> None:
-        """Nothing to do: the client and the stream are created by the first batch."""
+        """Open the client now; the stream is still created by the first batch that needs it."""
+        await self.client.get()
 
     async def write_batch(self, batch: Batch) -> WriteResult:
         if self.client.closed:

@@ -63,7 +63,8 @@ class FirehoseSink:
         self.stats = {"records": 0, "requests": 0, "failed_records": 0, "truncated": 0, "bytes": 0}
 
     async def start(self) -> None:
-        """Nothing to do: the client opens on the first batch."""
+        """Open the client now, so the first flush, maybe a SHUTDOWN, does not pay for it."""
+        await self.client.get()
 
     async def write_batch(self, batch: Batch) -> WriteResult:
         if self.client.closed:
