@@ -299,6 +299,26 @@ def summarise(with_capture: Environment, without: Environment, sinks: dict[str, 
           "   Both ran side by side with alternating requests; on a shared machine a few ms are noise.")  # fmt: skip
 
 
+def drift_report(endpoint: str, out: Path) -> int:
+    """Run ``capture-ext report`` over the captured data, as a user would, and say where it is.
+
+    No baseline is given, so the report compares the older half of the window with the newer half;
+    ``--exit-zero`` because differences between two handfuls of tiny-model answers are noise.
+    """
+    command = [sys.executable, "-m", "capture_ext.report", "--data", f"s3://{BUCKET}/inference-capture",
+               "--out", str(out), "--exit-zero", "--quiet"]  # fmt: skip
+    env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    print("\ndrift report over the captured data (capture-ext report, older half vs newer half):")
+    if result.returncode != 0:
+        print(f"   report failed (exit {result.returncode}): {result.stderr.strip()[-500:]}")
+        return result.returncode
+    print(f"   open {out / 'report.html'}   (machine-readable: {out / 'violations.json'})")
+    print("   the same command on your own bucket: capture-ext report --data s3://BUCKET/inference-capture --out DIR")
+    return 0
+
+
 async def demo(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="capture-demo-"))
     try:
@@ -320,10 +340,11 @@ async def demo(args: argparse.Namespace) -> int:
             without = Environment("without extension", function_env(endpoint, model, work / "b", "0"), None)
             await run_side_by_side([with_capture, without], requests)
             sinks = read_back(endpoint)
-        summarise(with_capture, without, sinks, tiny)
+            summarise(with_capture, without, sinks, tiny)
+            reported = drift_report(endpoint, Path(args.report_dir))
         ok = all(a["status"] == 200 for a in with_capture.answers)
         complete = all(set(sinks[s][0]) >= {a["inference_id"] for a in with_capture.answers} for s in SINKS.split(","))
-        return 0 if ok and complete else 1
+        return 0 if ok and complete and reported == 0 else 1
     finally:
         if args.keep:
             print(f"\nwork folder kept: {work}")
@@ -339,6 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--flush-interval", default="0", help="CAPTURE_FLUSH_INTERVAL_S (default: %(default)s, every invoke)"
+    )
+    parser.add_argument(
+        "--report-dir",
+        default=str(REPO / "build" / "demo-report"),
+        help="where the drift report is written (default: build/demo-report)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (model, spool) for a look")
     args = parser.parse_args(argv)

@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 def test_demo_answers_captures_into_every_sink_and_summarises(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MODEL_DIR": str(tmp_path / "no-model-here")}
     done = subprocess.run(
-        [sys.executable, "-m", "capture_ext.testing.demo", "--requests", "3"],
+        [sys.executable, "-m", "capture_ext.testing.demo", "--requests", "3", "--report-dir", str(tmp_path / "report")],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=280,
     )  # fmt: skip
     out = done.stdout
@@ -27,3 +27,6 @@ def test_demo_answers_captures_into_every_sink_and_summarises(tmp_path):
         assert row.split()[1] == "6", row
     assert "with capture" in out and "without extension" in out
     assert "SIGKILLed: none" in out
+    report = tmp_path / "report" / "report.html"
+    assert f"open {report}" in out
+    assert report.read_text().startswith("<!DOCTYPE html>") and (tmp_path / "report" / "violations.json").exists()
