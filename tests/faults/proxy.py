@@ -15,10 +15,9 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
-import aiohttp
 from aiohttp import web
 
-HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
+from tests.faults.forwarding import ForwardingProxy
 
 
 def service_of(request: web.Request) -> str:
@@ -44,34 +43,12 @@ class Fault:
 
 
 @dataclass
-class FaultProxy:
-    upstream: str
+class FaultProxy(ForwardingProxy):
     faults: list[Fault] = field(default_factory=list)
-    endpoint: str = ""
     hits: dict[str, int] = field(default_factory=dict)
     forwarded: dict[str, int] = field(default_factory=dict)
     #: Bodies of requests applied upstream whose answer the sink never got (``reset_after``).
     applied_but_failed: list[bytes] = field(default_factory=list)
-    _runner: web.AppRunner | None = None
-    _session: aiohttp.ClientSession | None = None
-
-    async def start(self) -> str:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._session = aiohttp.ClientSession(auto_decompress=False)
-        self.endpoint = f"http://127.0.0.1:{port}"
-        return self.endpoint
-
-    async def stop(self) -> None:
-        if self._session:
-            await self._session.close()
-        if self._runner:
-            await self._runner.cleanup()
 
     # -- commands -------------------------------------------------------------------------------
     def inject(
@@ -114,16 +91,6 @@ class FaultProxy:
             self.applied_but_failed.append(body)
             return self._reset(request)
         return response
-
-    async def _forward(self, request: web.Request, body: bytes) -> web.Response:
-        assert self._session is not None
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-        async with self._session.request(
-            request.method, f"{self.upstream}{request.path_qs}", headers=headers, data=body
-        ) as upstream:
-            payload = await upstream.read()
-            out = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
-            return web.Response(status=upstream.status, body=payload, headers=out)
 
     @staticmethod
     def _reset(request: web.Request) -> web.Response:

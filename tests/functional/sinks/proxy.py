@@ -13,10 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
-HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
+from tests.faults.forwarding import ForwardingProxy
 
 
 @dataclass(slots=True)
@@ -45,32 +44,10 @@ Rewrite = Callable[[Call, int, bytes], bytes]
 
 
 @dataclass
-class AwsProxy:
-    upstream: str
+class AwsProxy(ForwardingProxy):
     calls: list[Call] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
     rewrites: list[Rewrite] = field(default_factory=list)
-    endpoint: str = ""
-    _runner: web.AppRunner | None = None
-    _session: aiohttp.ClientSession | None = None
-
-    async def start(self) -> str:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._session = aiohttp.ClientSession(auto_decompress=False)
-        self.endpoint = f"http://127.0.0.1:{port}"
-        return self.endpoint
-
-    async def stop(self) -> None:
-        if self._session:
-            await self._session.close()
-        if self._runner:
-            await self._runner.cleanup()
 
     def of(self, operation: str) -> list[Call]:
         return [c for c in self.calls if c.operation == operation]
@@ -83,15 +60,12 @@ class AwsProxy:
             response = fault(call)
             if response is not None:
                 return response
-        assert self._session is not None
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-        url = f"{self.upstream}{request.path_qs}"
-        async with self._session.request(request.method, url, headers=headers, data=body) as upstream:
-            payload = await upstream.read()
-            for rewrite in self.rewrites:
-                payload = rewrite(call, upstream.status, payload)
-            out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
-            return web.Response(status=upstream.status, body=payload, headers=out_headers)
+        return await self._forward(request, body, lambda status, payload: self._rewrite(call, status, payload))
+
+    def _rewrite(self, call: Call, status: int, payload: bytes) -> bytes:
+        for rewrite in self.rewrites:
+            payload = rewrite(call, status, payload)
+        return payload
 
 
 def s3_error(code: str, status: int, message: str = "injected") -> web.Response:
