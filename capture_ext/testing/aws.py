@@ -11,16 +11,27 @@ server answers from its own thread.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
+import subprocess
+import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
+from capture_ext.testing.net import free_port
+
 REGION = "us-east-1"
 #: Dummy credentials: moto accepts anything, and these can never reach a real account.
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
+def endpoint_env(endpoint: str) -> dict[str, str]:
+    """The environment that points botocore (and every sink) at a local AWS at ``endpoint``."""
+    return {"AWS_ENDPOINT_URL": endpoint, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION, **CREDENTIALS}
 
 
 class MotoServer:
@@ -42,15 +53,45 @@ class MotoServer:
 
     def env(self) -> dict[str, str]:
         """The environment that points botocore (and every sink) at this server."""
-        return {
-            "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_REGION": REGION,
-            "AWS_DEFAULT_REGION": REGION,
-            **CREDENTIALS,
-        }
+        return endpoint_env(self.endpoint)
 
     def stop(self) -> None:
         self._server.stop()
+
+
+@contextlib.contextmanager
+def moto_server_process(startup_timeout_s: float = 30.0) -> Iterator[str]:
+    """moto's server as a child process on a free loopback port; yields its endpoint URL.
+
+    For when moto must not share this process's interpreter (and GIL) with what is measured,
+    as in ``make demo``; tests use the cheaper in-thread :class:`MotoServer`. The child is
+    terminated (then killed) by PID on the way out.
+    """
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + startup_timeout_s
+        while True:
+            try:
+                with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto server did not start on {endpoint}") from None
+                time.sleep(0.1)
+        yield endpoint
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 class AwsHelper:

@@ -16,16 +16,16 @@ import contextlib
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from capture_ext.testing.aws import AwsHelper, endpoint_env, moto_server_process
+from capture_ext.testing.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 FUNCTION = "nlp-qa-demo"
@@ -50,47 +50,6 @@ REQUESTS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextlib.contextmanager
-def moto_server() -> Iterator[str]:
-    """moto's server as a child process on a free loopback port; killed by PID on the way out."""
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto server did not start on {endpoint}") from None
-                time.sleep(0.1)
-        yield endpoint
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def aws_env(endpoint: str) -> dict[str, str]:
-    return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
-
-
 def prepare_model(model_dir: Path, work: Path) -> tuple[Path, bool]:
     """The model to serve and whether it is the tiny stand-in."""
     if (model_dir / "config.json").exists() and any(
@@ -104,7 +63,7 @@ def prepare_model(model_dir: Path, work: Path) -> tuple[Path, bool]:
 
 def function_env(endpoint: str, model: Path, work: Path, flush_interval: str) -> dict[str, str]:
     return {
-        **aws_env(endpoint),
+        **endpoint_env(endpoint),
         "MODEL_DIR": str(model),
         "HF_HUB_OFFLINE": "1",
         "CAPTURE_SINKS": SINKS,
@@ -223,8 +182,6 @@ def table(rows: list[list[str]], header: list[str]) -> str:
 
 def read_back(endpoint: str) -> dict[str, Any]:
     """What each sink holds, read through the AWS APIs the way a user would."""
-    from capture_ext.testing.aws import AwsHelper
-
     aws = AwsHelper(endpoint)
     jsonl = aws.read_all_jsonl(BUCKET, "inference-capture/jsonl/")
     parquet_keys = aws.list_keys(BUCKET, "inference-capture/parquet/")
@@ -307,8 +264,7 @@ def drift_report(endpoint: str, out: Path) -> int:
     """
     command = [sys.executable, "-m", "capture_ext.report", "--data", f"s3://{BUCKET}/inference-capture",
                "--out", str(out), "--exit-zero", "--quiet"]  # fmt: skip
-    env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+    env = {**os.environ, **endpoint_env(endpoint)}
     result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     print("\ndrift report over the captured data (capture-ext report, older half vs newer half):")
     if result.returncode != 0:
@@ -326,9 +282,8 @@ async def demo(args: argparse.Namespace) -> int:
         model, tiny = prepare_model(model_dir, work)
         print(f"model: {model}" + (" (tiny random stand-in: answers will be meaningless)" if tiny else ""))
         requests = [REQUESTS[i % len(REQUESTS)] for i in range(args.requests)]
-        with moto_server() as endpoint:
+        with moto_server_process() as endpoint:
             print(f"moto server (S3 + CloudWatch Logs) on {endpoint}")
-            from capture_ext.testing.aws import AwsHelper
 
             aws = AwsHelper(endpoint)
             aws.create_bucket(BUCKET)

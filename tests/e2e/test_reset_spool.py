@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.fixtures.full_stack import REPO, free_port, install_extension
+from capture_ext.testing.net import free_port
+from tests.e2e.fixtures.full_stack import REPO, install_extension
 from tests.faults.proxy import FaultProxy
 
 pytestmark = pytest.mark.timeout(180)

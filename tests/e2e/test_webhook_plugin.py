@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import textwrap
 from collections.abc import AsyncIterator
@@ -21,6 +20,7 @@ import pytest
 from aiohttp import web
 
 from capture_ext.testing.emulator import LambdaEmulator
+from capture_ext.testing.net import free_port
 from tests.e2e.fixtures.full_stack import REPO, install_extension
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -36,12 +36,6 @@ def handler(event, context):
     inference_id = capture(input=event, output=answer, model={"name": "reverser", "version": "1"})
     return {**answer, "inference_id": inference_id}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def build_layer(home: Path) -> Path:

@@ -3,7 +3,6 @@
 import asyncio
 import json
 import logging
-import socket
 from pathlib import Path
 
 import aiohttp
@@ -12,13 +11,8 @@ import pytest
 from capture_ext.client import CaptureClient
 from capture_ext.core.config import Settings
 from capture_ext.core.lifecycle import Extension
+from capture_ext.testing.net import free_port
 from tests.fakes.lambda_api import FakeLambdaAPI
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def read_file_sink(directory: Path) -> list[dict]:

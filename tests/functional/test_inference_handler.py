@@ -21,6 +21,7 @@ import pytest
 from awslambdaric.lambda_context import LambdaContext
 
 import capture_ext.client as capture_client
+from capture_ext.testing.net import free_port
 from tests.qa_models import tiny_model
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
@@ -81,12 +82,6 @@ class SocketListener:
         self._stop.set()
         self._server.close()
         self._thread.join(timeout=2)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -26,6 +25,7 @@ import pytest
 
 from capture_ext.client import CaptureClient
 from capture_ext.testing.aws import AwsHelper
+from capture_ext.testing.net import free_port
 from tests.fakes.lambda_api import FakeLambdaAPI
 
 FUNCTION = "qa-fn"
@@ -37,12 +37,6 @@ JSONL_KEY = re.compile(
 PARQUET_KEY = re.compile(
     r"^inference-capture/parquet/function=qa-fn/dt=\d{4}-\d{2}-\d{2}/hour=\d{2}/(?P<env>[\w-]+)-(?P<seq>\d{8})\.parquet$"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class ExtensionProcess:

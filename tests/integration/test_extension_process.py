@@ -4,7 +4,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -14,13 +13,8 @@ import pytest
 
 from capture_ext import client as client_module
 from capture_ext.client import CaptureClient, capture, capture_handler
+from capture_ext.testing.net import free_port
 from tests.fakes.lambda_api import FakeLambdaAPI
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def read_file_sink(directory: Path) -> list[dict]:

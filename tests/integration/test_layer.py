@@ -9,7 +9,6 @@ has none of the dependencies installed, so the extension can only have come from
 from __future__ import annotations
 
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -19,6 +18,8 @@ from typing import Any
 
 import orjson
 import pytest
+
+from capture_ext.testing.net import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -112,12 +113,6 @@ def test_offline_variant_refuses_a_mismatched_target(tmp_path: Path) -> None:
     done = build(tmp_path, "--from-env", "--python-version", "3.9")
     assert done.returncode == 2
     assert "--from-env copies this Python" in done.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

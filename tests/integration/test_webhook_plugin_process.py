@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -26,17 +25,12 @@ import pytest
 from aiohttp import web
 
 from capture_ext.client import CaptureClient
+from capture_ext.testing.net import free_port
 from tests.fakes.lambda_api import FakeLambdaAPI
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "capture-ext-webhook"
 pytestmark = pytest.mark.timeout(120)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def install_dist(site: Path, dist: str, entry_points: dict[str, str]) -> None:

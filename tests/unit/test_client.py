@@ -13,6 +13,7 @@ import pytest
 
 from capture_ext import client as client_module
 from capture_ext.client import CONTROL_KEY, CaptureClient, capture_handler, sampled
+from capture_ext.testing.net import free_port
 
 
 class LineServer:
@@ -73,12 +74,6 @@ class LineServer:
 @pytest.fixture
 def sock_path(tmp_path):
     return str(tmp_path / "capture.sock")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_records_arrive_over_the_socket_with_all_fields(sock_path):

@@ -154,11 +154,9 @@ async def test_access_denied_is_fatal_and_names_the_permission(
 
 
 async def test_unreachable_endpoint_is_retryable(make_ctx: MakeContext, aws_env: dict[str, str]) -> None:
-    import socket
+    from capture_ext.testing.net import free_port
 
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    dead = f"http://127.0.0.1:{free_port()}"  # a port nobody listens on
     sink = S3JsonlSink(make_ctx("s3_jsonl", endpoint=dead))
     result = await sink.write_batch(make_batch(make_records(3, START)))
     await sink.close(1.0)
