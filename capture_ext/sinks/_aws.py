@@ -19,7 +19,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from capture_ext.models import WriteResult
+from capture_ext.models import Batch, WriteResult
 
 #: Seconds to open a TCP/TLS connection; a Lambda reaches its Region's endpoints in milliseconds.
 CONNECT_TIMEOUT_S = 2.0
@@ -250,3 +250,37 @@ class ErrorReporter:
             self._reported.add(message)
             self.logger.error("%s", message)
         return WriteResult.fatal(message)
+
+
+class AwsSink:
+    """What the AWS sinks do alike around their one client: open it early, close it once, and
+    the checks every ``write_batch`` makes before its first call.
+
+    Subclasses set ``name``, ``client`` and ``errors`` in their ``__init__``.
+    """
+
+    name: str
+    client: LazyClient
+    errors: ErrorReporter
+
+    async def start(self) -> None:
+        """Open the client now, so the first flush, maybe a SHUTDOWN, does not pay for it."""
+        await self.client.get()
+
+    async def close(self, timeout_s: float) -> None:
+        await self.client.close(timeout_s)
+
+    async def _client_for(self, batch: Batch, *, action: str, resource: str) -> tuple[Any, WriteResult | None]:
+        """The client to write ``batch`` with, or the result to return at once instead.
+
+        After ``close()`` a write is a caller's bug (FATAL); an empty batch is done (OK); a client
+        that cannot be opened fails as its exception classifies for ``action`` on ``resource``.
+        """
+        if self.client.closed:
+            return None, WriteResult.fatal(f"{self.name}: write_batch after close()")
+        if not batch.records:
+            return None, WriteResult.ok()
+        try:
+            return await self.client.get(), None
+        except Exception as exc:
+            return None, self.errors.result(exc, action=action, resource=resource)

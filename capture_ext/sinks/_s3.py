@@ -14,14 +14,14 @@ from typing import Any
 
 from capture_ext.core.config import ConfigError, Settings
 from capture_ext.models import Batch, Outcome, Record, SinkContext, WriteResult
-from capture_ext.sinks._aws import ErrorReporter, LazyClient, error_code
+from capture_ext.sinks._aws import AwsSink, ErrorReporter, LazyClient, error_code
 from capture_ext.sinks._layout import group_by_partition, object_key
 
 #: Objects of one batch uploaded at once; a batch rarely spans more than two hours.
 MAX_CONCURRENT_PUTS = 8
 
 
-class S3Sink:
+class S3Sink(AwsSink):
     """Base of ``s3_jsonl`` and ``s3_parquet``: subclasses only say how to encode records."""
 
     #: ``jsonl`` or ``parquet``: the layout folder under the prefix.
@@ -51,21 +51,16 @@ class S3Sink:
 
     async def start(self) -> None:
         """Open the client (and load the encoder) now, so the first flush, maybe a SHUTDOWN, is warm."""
-        await self.client.get()
+        await super().start()
         self.warm_encoder()
 
     def warm_encoder(self) -> None:
         """Import what :meth:`encode` needs; subclasses with heavy encoders override it."""
 
     async def write_batch(self, batch: Batch) -> WriteResult:
-        if self.client.closed:
-            return WriteResult.fatal(f"{self.name}: write_batch after close()")
-        if not batch.records:
-            return WriteResult.ok()
-        try:
-            client = await self.client.get()
-        except Exception as exc:
-            return self.errors.result(exc, action="s3:PutObject", resource=self._resource())
+        client, early = await self._client_for(batch, action="s3:PutObject", resource=self._resource())
+        if early is not None:
+            return early
         groups = group_by_partition(batch.records, self.function_name)
         gate = asyncio.Semaphore(MAX_CONCURRENT_PUTS)
         outcomes = await asyncio.gather(
@@ -124,6 +119,3 @@ class S3Sink:
         if code in {"PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"}:
             return f"bucket {self.bucket!r} is in another Region than {self._settings.region!r}"
         return ""
-
-    async def close(self, timeout_s: float) -> None:
-        await self.client.close(timeout_s)

@@ -26,7 +26,7 @@ from typing import Any
 from capture_ext.core.config import Settings
 from capture_ext.hookspecs import hookimpl
 from capture_ext.models import Batch, Outcome, Record, SinkContext, SinkRegistrar, WriteResult
-from capture_ext.sinks._aws import ErrorReporter, LazyClient, error_code
+from capture_ext.sinks._aws import AwsSink, ErrorReporter, LazyClient, error_code
 from capture_ext.sinks._layout import captured_at, epoch_ms, stream_name
 from capture_ext.sinks._serialize import dumps, fit
 
@@ -109,7 +109,9 @@ def rejected_indices(info: dict[str, Any] | None, count: int) -> set[int]:
     return rejected
 
 
-class CloudWatchSink:
+class CloudWatchSink(AwsSink):
+    """``start()`` opens the client only: a log stream is created by the first batch that needs it."""
+
     def __init__(self, ctx: SinkContext) -> None:
         settings = ctx.settings or Settings.from_env(ctx.env)
         self.name = ctx.name
@@ -124,19 +126,10 @@ class CloudWatchSink:
         self._streams: set[str] = set()
         self._restamp: set[str] = set()
 
-    async def start(self) -> None:
-        """Open the client now; the stream is still created by the first batch that needs it."""
-        await self.client.get()
-
     async def write_batch(self, batch: Batch) -> WriteResult:
-        if self.client.closed:
-            return WriteResult.fatal(f"{self.name}: write_batch after close()")
-        if not batch.records:
-            return WriteResult.ok()
-        try:
-            client = await self.client.get()
-        except Exception as exc:
-            return self.errors.result(exc, action="logs:PutLogEvents", resource=self._arn())
+        client, early = await self._client_for(batch, action="logs:PutLogEvents", resource=self._arn())
+        if early is not None:
+            return early
         by_stream: dict[str, list[Record]] = {}
         for record in batch.records:
             env_id = str(record.get("environment_id") or batch.environment_id)
@@ -263,9 +256,6 @@ class CloudWatchSink:
     def _arn(self, stream: str = "") -> str:
         base = f"arn:aws:logs:{self.region}:*:log-group:{self.log_group}"
         return f"{base}:log-stream:{stream}" if stream else f"{base}:*"
-
-    async def close(self, timeout_s: float) -> None:
-        await self.client.close(timeout_s)
 
 
 @hookimpl

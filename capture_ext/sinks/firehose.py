@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from capture_ext.core.config import ConfigError, Settings
 from capture_ext.hookspecs import hookimpl
 from capture_ext.models import Batch, Outcome, Record, SinkContext, SinkRegistrar, WriteResult
-from capture_ext.sinks._aws import ErrorReporter, LazyClient, error_code
+from capture_ext.sinks._aws import AwsSink, ErrorReporter, LazyClient, error_code
 from capture_ext.sinks._serialize import dumps, fit
 
 NAME = "firehose"
@@ -49,7 +49,7 @@ def plan_requests(blobs: Sequence[bytes]) -> list[list[int]]:
     return requests
 
 
-class FirehoseSink:
+class FirehoseSink(AwsSink):
     def __init__(self, ctx: SinkContext) -> None:
         settings = ctx.settings or Settings.from_env(ctx.env)
         if not settings.firehose_stream:
@@ -62,20 +62,11 @@ class FirehoseSink:
         self.errors = ErrorReporter(ctx.name, ctx.logger)
         self.stats = {"records": 0, "requests": 0, "failed_records": 0, "truncated": 0, "bytes": 0}
 
-    async def start(self) -> None:
-        """Open the client now, so the first flush, maybe a SHUTDOWN, does not pay for it."""
-        await self.client.get()
-
     async def write_batch(self, batch: Batch) -> WriteResult:
-        if self.client.closed:
-            return WriteResult.fatal(f"{self.name}: write_batch after close()")
-        if not batch.records:
-            return WriteResult.ok()
         arn = f"arn:aws:firehose:{self.region}:*:deliverystream/{self.stream}"
-        try:
-            client = await self.client.get()
-        except Exception as exc:
-            return self.errors.result(exc, action="firehose:PutRecordBatch", resource=arn)
+        client, early = await self._client_for(batch, action="firehose:PutRecordBatch", resource=arn)
+        if early is not None:
+            return early
         records = batch.records
         blobs: list[bytes] = []
         for record in records:
@@ -121,9 +112,6 @@ class FirehoseSink:
         if len(failed) == len(records) or any(i is None for i in ids):
             return WriteResult.retryable(summary)
         return WriteResult.retryable(summary, [str(i) for i in ids])
-
-    async def close(self, timeout_s: float) -> None:
-        await self.client.close(timeout_s)
 
 
 @hookimpl
