@@ -8,20 +8,19 @@ is a small handler using ``capture_ext.client`` under awslambdaric in the emulat
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import textwrap
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from capture_ext.testing.emulator import LambdaEmulator
 from capture_ext.testing.net import free_port
 from tests.e2e.fixtures.full_stack import REPO, install_extension
+from tests.fakes.webhook import WebhookReceiver
+from tests.helpers import install_dist
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 EXAMPLE = REPO / "examples" / "capture-ext-webhook"
@@ -43,55 +42,12 @@ def build_layer(home: Path) -> Path:
     home.mkdir(parents=True)
     (home / "capture_ext").symlink_to(REPO / "capture_ext", target_is_directory=True)
     (home / "capture_ext_webhook").symlink_to(EXAMPLE / "capture_ext_webhook", target_is_directory=True)
-    info = home / "capture_ext_webhook-0.1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: capture-ext-webhook\nVersion: 0.1.0\n")
-    (info / "entry_points.txt").write_text("[capture_ext]\nwebhook = capture_ext_webhook\n")
+    install_dist(home, "capture-ext-webhook", {"webhook": "capture_ext_webhook"})
     return home
 
 
-class Receiver:
-    def __init__(self) -> None:
-        self.batches: dict[str, dict[str, Any]] = {}
-        self.keys: list[str] = []
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-
-    async def handle(self, request: web.Request) -> web.Response:
-        key = request.headers["Idempotency-Key"]
-        self.keys.append(key)
-        self.batches.setdefault(key, json.loads(await request.read()))
-        return web.Response(status=200)
-
-    def records(self) -> list[dict[str, Any]]:
-        return [r for batch in self.batches.values() for r in batch["records"]]
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/capture", self.handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        port = free_port()
-        await web.TCPSite(self._runner, "127.0.0.1", port).start()
-        self.url = f"http://127.0.0.1:{port}/capture"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    server = Receiver()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
 async def test_records_reach_the_webhook_after_each_invoke_and_at_shutdown(
-    lambda_emulator: Any, tmp_path: Path, receiver: Receiver
+    lambda_emulator: Any, tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
     task = tmp_path / "task"
     task.mkdir()

@@ -13,12 +13,7 @@ from capture_ext.core.config import Settings
 from capture_ext.core.lifecycle import Extension
 from capture_ext.testing.net import free_port
 from tests.fakes.lambda_api import FakeLambdaAPI
-
-
-def read_file_sink(directory: Path) -> list[dict]:
-    if not directory.exists():
-        return []
-    return [json.loads(line) for path in sorted(directory.glob("*.jsonl")) for line in path.read_text().splitlines()]
+from tests.helpers import read_file_sink
 
 
 class Harness:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import random
 from pathlib import Path
@@ -18,6 +17,7 @@ import aiohttp
 import pytest
 
 from tests.faults.process import ExtensionProcess, assert_reconciled
+from tests.helpers import read_file_sink
 
 TRIALS = int(os.environ.get("CAPTURE_KILL_TRIALS", "8"))
 
@@ -25,9 +25,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def delivered(out: Path) -> list[str]:
-    if not out.exists():
-        return []
-    return [json.loads(line)["inference_id"] for path in sorted(out.glob("*.jsonl")) for line in path.open()]
+    return [r["inference_id"] for r in read_file_sink(out)]
 
 
 @pytest.mark.parametrize("seed", range(TRIALS))

@@ -15,10 +15,7 @@ from capture_ext import client as client_module
 from capture_ext.client import CaptureClient, capture, capture_handler
 from capture_ext.testing.net import free_port
 from tests.fakes.lambda_api import FakeLambdaAPI
-
-
-def read_file_sink(directory: Path) -> list[dict]:
-    return [json.loads(line) for path in sorted(directory.glob("*.jsonl")) for line in path.read_text().splitlines()]
+from tests.helpers import read_file_sink
 
 
 class ExtensionProcess:

@@ -20,6 +20,7 @@ import orjson
 import pytest
 
 from capture_ext.testing.net import free_port
+from tests.helpers import read_file_sink
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -169,7 +170,7 @@ async def test_launcher_starts_the_extension_from_the_built_tree(
     assert report is not None
     assert report.exit_codes[launcher_name] == 0
     assert report.killed == ()
-    records = [orjson.loads(line) for path in sorted(files.glob("*.jsonl")) for line in path.read_bytes().splitlines()]
+    records = read_file_sink(files)
     assert sorted(r["output"]["double"] for r in records) == [2, 4, 6]
     assert {r["request_id"] for r in records} == {r.request_id for r in results}
     assert {r["function_name"] for r in records} == {"layer-fn"}

@@ -11,74 +11,25 @@ line.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from capture_ext.client import CaptureClient
 from capture_ext.testing.net import free_port
 from tests.fakes.lambda_api import FakeLambdaAPI
+from tests.fakes.webhook import WebhookReceiver
+from tests.helpers import install_dist, read_file_sink
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "capture-ext-webhook"
 pytestmark = pytest.mark.timeout(120)
-
-
-def install_dist(site: Path, dist: str, entry_points: dict[str, str]) -> None:
-    """What ``pip install --target`` leaves for discovery: a dist-info with entry_points.txt."""
-    info = site / f"{dist.replace('-', '_')}-0.1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1.0\n")
-    lines = "".join(f"{name} = {value}\n" for name, value in entry_points.items())
-    (info / "entry_points.txt").write_text(f"[capture_ext]\n{lines}")
-
-
-class Receiver:
-    """A webhook endpoint that stores each Idempotency-Key once and can be told to fail."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.batches: dict[str, dict[str, Any]] = {}
-        self.fail_next = 0
-        self.received = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        key = request.headers.get("Idempotency-Key", "")
-        self.requests.append({"key": key, "attempt": request.headers.get("X-Capture-Attempt"), "body": body})
-        if self.fail_next:
-            self.fail_next -= 1
-            return web.Response(status=503, text="try later")
-        self.batches.setdefault(key, json.loads(body))
-        self.received.set()
-        return web.Response(status=204)
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/hook", self.handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        port = free_port()
-        await web.TCPSite(self._runner, "127.0.0.1", port).start()
-        self.url = f"http://127.0.0.1:{port}/hook"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    def ids(self) -> list[str]:
-        return [r["inference_id"] for batch in self.batches.values() for r in batch["records"]]
 
 
 class Extension:
@@ -123,16 +74,6 @@ class Extension:
 
 
 @pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    server = Receiver()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-@pytest.fixture
 def layer(tmp_path: Path) -> str:
     """PYTHONPATH of a layer holding the webhook plugin and a plugin that crashes at import."""
     site = tmp_path / "layer"
@@ -158,7 +99,7 @@ def _record(i: int, request_id: str) -> dict[str, Any]:
 
 
 async def test_webhook_plugin_delivers_every_record_once_despite_a_503(
-    tmp_path: Path, receiver: Receiver, layer: str
+    tmp_path: Path, receiver: WebhookReceiver, layer: str
 ) -> None:
     extension = Extension(
         tmp_path,
@@ -210,7 +151,7 @@ async def test_webhook_plugin_delivers_every_record_once_despite_a_503(
 
 
 async def test_disabled_plugin_is_not_loaded_and_its_sink_is_reported_unknown(
-    tmp_path: Path, receiver: Receiver, layer: str
+    tmp_path: Path, receiver: WebhookReceiver, layer: str
 ) -> None:
     out = tmp_path / "files"
     extension = Extension(
@@ -240,5 +181,5 @@ async def test_disabled_plugin_is_not_loaded_and_its_sink_is_reported_unknown(
     assert receiver.requests == []
     assert "unknown sink 'webhook'" in log, log
     assert "broken plugin" not in log, log  # disabled plugins are never imported
-    written = [json.loads(line) for path in out.glob("*.jsonl") for line in path.read_text().splitlines()]
+    written = read_file_sink(out)
     assert sorted(r["inference_id"] for r in written) == sorted(r["inference_id"] for r in records)

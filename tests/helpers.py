@@ -1,0 +1,24 @@
+"""Small helpers several test modules need the same way."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def read_file_sink(directory: Path) -> list[dict[str, Any]]:
+    """Every record the ``file`` sink wrote under ``directory``, file by file in name order.
+
+    Strict on purpose: a blank or torn line fails the test (the sink writes whole lines only).
+    """
+    return [json.loads(line) for path in sorted(directory.glob("*.jsonl")) for line in path.read_text().splitlines()]
+
+
+def install_dist(site: Path, dist: str, entry_points: dict[str, str]) -> None:
+    """What ``pip install --target`` leaves for plugin discovery: a dist-info with entry_points.txt."""
+    info = site / f"{dist.replace('-', '_')}-0.1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1.0\n")
+    lines = "".join(f"{name} = {value}\n" for name, value in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[capture_ext]\n{lines}")
