@@ -63,6 +63,12 @@ class Extension:
             log.close()
         await self.api.wait_idle(timeout=30)
 
+    async def shutdown(self, budget_ms: int = 1700) -> int:
+        """SHUTDOWN as Lambda sends it; the exit code once the extension has drained and exited."""
+        await self.api.shutdown(budget_ms=budget_ms)
+        assert self.process is not None
+        return await asyncio.wait_for(self.process.wait(), 20)
+
     async def stop(self) -> None:
         if self.process is not None and self.process.returncode is None:
             self.process.send_signal(signal.SIGKILL)
@@ -127,9 +133,7 @@ async def test_webhook_plugin_delivers_every_record_once_despite_a_503(
         last = [_record(100 + k, request_id) for k in range(3)]
         await _post(extension.port, last)
         accepted += [r["inference_id"] for r in last]
-        await api.shutdown(budget_ms=1700)
-        assert extension.process is not None
-        code = await asyncio.wait_for(extension.process.wait(), 20)
+        code = await extension.shutdown()
     finally:
         await extension.stop()
     log = extension.log()
@@ -171,9 +175,7 @@ async def test_disabled_plugin_is_not_loaded_and_its_sink_is_reported_unknown(
         await _post(extension.port, records)
         await extension.api.runtime_done(request_id)
         await extension.api.wait_idle(timeout=30)
-        await extension.api.shutdown(budget_ms=1700)
-        assert extension.process is not None
-        code = await asyncio.wait_for(extension.process.wait(), 20)
+        code = await extension.shutdown()
     finally:
         await extension.stop()
     log = extension.log()
