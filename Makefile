@@ -9,16 +9,21 @@ STAMP := $(VENV)/.installed
 
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test lint unit functional integration e2e demo clean example-plugin bench
+.PHONY: setup lock test lint unit functional integration e2e demo clean example-plugin bench
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# torch is pinned exactly: the CPU wheel lies on this disk; a looser spec may pull a CUDA build.
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
+
+# Refresh constraints.txt from the current .venv (after a dependency change that installs cleanly).
+lock: setup
+	{ sed -n '1,3p' constraints.txt; $(PIP) freeze --exclude-editable | grep -v '^capture-ext'; } > constraints.tmp
+	mv constraints.tmp constraints.txt
 
 lint: setup template-lint
 	$(VENV)/bin/ruff check .
@@ -75,7 +80,7 @@ OFFLINE_AWS := env -u AWS_PROFILE -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY 
 
 $(SAM):
 	$(PYTHON) -m venv $(SAM_VENV)
-	$(SAM_VENV)/bin/pip install -q aws-sam-cli
+	$(SAM_VENV)/bin/pip install -q aws-sam-cli==1.170.0
 
 template-lint: setup $(SAM)
 	$(OFFLINE_AWS) $(VENV)/bin/cfn-lint template.yaml
