@@ -11,7 +11,6 @@ import time
 STARTED_AT = time.monotonic()
 
 import argparse  # noqa: E402 - the start time is taken before any import on purpose
-import asyncio  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
@@ -34,7 +33,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from capture_ext.core.config import Settings
-    from capture_ext.core.lifecycle import Extension, install_signal_handlers
 
     settings = Settings.from_env()
     logging.basicConfig(
@@ -42,7 +40,27 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s [capture-ext] %(levelname)s %(name)s: %(message)s",
     )
-    extension = Extension(settings, name=args.name, started_at=STARTED_AT)
+    log = logging.getLogger("capture_ext")
+    runtime_api = os.environ.get("AWS_LAMBDA_RUNTIME_API")
+    if not runtime_api:
+        log.error("AWS_LAMBDA_RUNTIME_API is not set: capture-ext runs only as a Lambda extension")
+        return 2
+    # Register first, with the standard library only: Lambda starts the function's runtime as soon
+    # as every extension has registered, so nothing else may stand before this call.
+    from capture_ext.core.registration import LambdaAPIError, register_blocking
+
+    try:
+        registration = register_blocking(runtime_api, args.name)
+    except (LambdaAPIError, OSError, ValueError) as exc:
+        log.error("could not register as extension %r: %s", args.name, exc)
+        return 1
+    log.info("registered as %r in %.1f ms", args.name, (time.monotonic() - STARTED_AT) * 1000)
+
+    import asyncio
+
+    from capture_ext.core.lifecycle import Extension, install_signal_handlers
+
+    extension = Extension(settings, name=args.name, started_at=STARTED_AT, registration=registration)
 
     async def run() -> int:
         task = asyncio.current_task()

@@ -12,28 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from capture_ext.core import http11
+from capture_ext.core.registration import EXTENSION_API, LambdaAPIError, Registration, split_address
+
+__all__ = ["Event", "ExtensionsAPI", "LambdaAPIError", "Registration", "telemetry_bind_address"]
 
 logger = logging.getLogger(__name__)
 
-EXTENSION_API = "/2020-01-01/extension"
 TELEMETRY_API = "/2022-07-01/telemetry"
 SANDBOX_HOST = "sandbox.localdomain"
-
-
-class LambdaAPIError(RuntimeError):
-    """The Lambda API refused a call; after this the extension must exit."""
-
-    def __init__(self, call: str, status: int, body: bytes) -> None:
-        super().__init__(f"{call} failed with HTTP {status}: {body[:500].decode('utf-8', 'replace')}")
-        self.status = status
-
-
-@dataclass(frozen=True, slots=True)
-class Registration:
-    extension_id: str
-    function_name: str
-    function_version: str
-    handler: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,11 +44,7 @@ class Event:
 
 class ExtensionsAPI:
     def __init__(self, runtime_api: str) -> None:
-        host, _, port = runtime_api.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"AWS_LAMBDA_RUNTIME_API={runtime_api!r} is not host:port")
-        self.host = host
-        self.port = int(port)
+        self.host, self.port = split_address(runtime_api)
         self.extension_id = ""
 
     async def _call(
@@ -81,13 +63,7 @@ class ExtensionsAPI:
         if status != 200:
             raise LambdaAPIError("register", status, payload)
         self.extension_id = headers.get("lambda-extension-identifier", "")
-        info = json.loads(payload or b"{}")
-        return Registration(
-            self.extension_id,
-            str(info.get("functionName", "")),
-            str(info.get("functionVersion", "")),
-            str(info.get("handler", "")),
-        )
+        return Registration.parse(self.extension_id, payload)
 
     async def next_event(self) -> Event:
         status, _, payload = await self._call(

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from capture_ext.core.config import Settings
-from capture_ext.core.lambda_api import Event, ExtensionsAPI, LambdaAPIError, telemetry_bind_address
+from capture_ext.core.lambda_api import Event, ExtensionsAPI, LambdaAPIError, Registration, telemetry_bind_address
 
 if TYPE_CHECKING:
     from capture_ext.core.buffer import RecordBuffer
@@ -44,8 +44,11 @@ class Extension:
         name: str = "capture-ext",
         env: Mapping[str, str] | None = None,
         started_at: float | None = None,
+        registration: Registration | None = None,
     ) -> None:
         self.settings = settings
+        #: Given when ``__main__`` registered before importing asyncio (the fast path on Lambda).
+        self.registration = registration
         self.name = name
         self.env = dict(os.environ if env is None else env)
         self.started_at = time.monotonic() if started_at is None else started_at
@@ -76,11 +79,15 @@ class Extension:
             logger.error("AWS_LAMBDA_RUNTIME_API is not set: capture-ext runs only as a Lambda extension")
             return 2
         self.api = ExtensionsAPI(runtime_api)
-        try:
-            registration = await self.api.register(self.name)
-        except (LambdaAPIError, OSError) as exc:
-            logger.error("could not register as extension %r: %s", self.name, exc)
-            return 1
+        registration = self.registration
+        if registration is None:
+            try:
+                registration = await self.api.register(self.name)
+            except (LambdaAPIError, OSError) as exc:
+                logger.error("could not register as extension %r: %s", self.name, exc)
+                return 1
+        else:
+            self.api.extension_id = registration.extension_id
         if registration.function_name:
             self.settings = _with_function(self.settings, registration.function_name, registration.function_version)
         problems = await self._build()
@@ -156,7 +163,7 @@ class Extension:
             enricher,
             settings.max_record_bytes,
             prepare=prepare,
-            on_handler_done=lambda request_id: self.tracker.mark_done(request_id, from_client=True),
+            on_handler_done=self._client_handler_done,
             health=self.health,
             redactor=Redactor(settings.redact, settings.redact_key),
         )
@@ -207,6 +214,13 @@ class Extension:
                 return 0
             else:
                 logger.warning("ignoring unknown event type %r", event.event_type)
+
+    def _client_handler_done(self, request_id: str) -> None:
+        """The client's handler-done line: only a fallback. With telemetry, only the platform's
+        runtimeDone counts, because the handler returning is not the runtime being done (a wrapper
+        may still run, and the response is still being sent)."""
+        if not self.telemetry_enabled:
+            self.tracker.mark_done(request_id, from_client=True)
 
     def flush_due(self, now: float | None = None) -> str:
         """Why a flush is due now, or "" when none is."""

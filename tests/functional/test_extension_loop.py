@@ -99,6 +99,18 @@ async def test_no_flush_due_goes_straight_back_to_next_and_shutdown_drains(tmp_p
         assert sorted(r["input"] for r in read_file_sink(h.out)) == [0, 1, 2]
 
 
+async def test_with_telemetry_the_clients_handler_done_line_does_not_start_a_flush(tmp_path):
+    async with Harness(tmp_path, CAPTURE_FLUSH_INTERVAL_S="0") as h:
+        request_id = await h.api.invoke()
+        h.client.capture(input="x", request_id=request_id)
+        h.client.handler_done(request_id)  # the handler returned, but the runtime is not done yet
+        await asyncio.sleep(0.3)
+        assert read_file_sink(h.out) == [] and not h.api.idle.is_set()
+        await h.api.runtime_done(request_id)
+        await h.api.wait_idle()
+        assert [r["input"] for r in read_file_sink(h.out)] == ["x"]
+
+
 async def test_size_trigger_makes_the_next_invoke_flush(tmp_path):
     async with Harness(tmp_path, CAPTURE_FLUSH_MAX_RECORDS="3") as h:
         request_id = await h.api.invoke()
