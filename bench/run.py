@@ -67,6 +67,7 @@ def run_one(name: str, quick: bool, out_dir: Path) -> dict[str, Any]:
 def render(
     results: list[dict[str, Any]], quick: bool, total_s: float, plot: Path | None, info: dict[str, str] | None = None
 ) -> str:
+    """The whole report; ``total_s`` is the benchmarks' run time (a partial re-run adds to it)."""
     info = info or machine()
     parts = [
         "# Benchmarks",
@@ -77,7 +78,11 @@ def render(
         "",
         markdown_table(["machine", ""], [[k, v] for k, v in info.items()]),
         "",
-        f"Total run time: {total_s / 60:.1f} min" + (" (**quick mode: tiny sizes, no measurement**)" if quick else ""),
+        f"Run time of `make bench`: {total_s / 60:.1f} min"
+        + (" (**quick mode: tiny sizes, no measurement**)" if quick else "")
+        + "".join(
+            f"; `{r['name']}` re-run on its own afterwards ({r['seconds']:.0f} s)" for r in results if r.get("rerun")
+        ),
         "",
         "## Summary",
         "",
@@ -116,7 +121,12 @@ SCALING_TEXT = (
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (checks the machinery, measures nothing)")
-    parser.add_argument("--only", action="append", choices=BENCHMARKS, help="run just these (repeatable)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=BENCHMARKS,
+        help="run just these (repeatable); the others keep their results from the last run",
+    )
     parser.add_argument("--out", type=Path, default=DOC, help="report path (default: %(default)s)")
     parser.add_argument(
         "--render", action="store_true", help="only re-render the report from the raw results of the last run"
@@ -134,17 +144,21 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"\n=== bench.{name} ===", flush=True)
                 results.append(run_one(name, args.quick, Path(tmp)))
         total_s = time.monotonic() - started
+        if args.only and raw.exists():  # re-ran some: keep the others from the last full run
+            saved = json.loads(raw.read_text())
+            fresh = {r["name"]: r for r in results}
+            results = [fresh.pop(r["name"], r) for r in saved["results"]] + list(fresh.values())
+            total_s = saved["total_s"]  # the full run's time; the re-run ones are marked in the report
+            for r in results:
+                r["rerun"] = r["name"] in args.only or bool(r.get("rerun"))
         args.out.parent.mkdir(parents=True, exist_ok=True)
         saved = {"machine": info, "quick": quick, "total_s": total_s, "results": results}
         raw.write_text(json.dumps(saved, indent=1))
-    plot = None
-    if not args.only or args.render:
-        from bench.plots import scaling_plot
+    from bench.plots import scaling_plot
 
-        plot = args.out.parent / PLOT.name
-        scaling_plot(results, plot)
+    plot = scaling_plot(results, args.out.parent / PLOT.name)
     args.out.write_text(render(results, quick, total_s, plot, info))
-    print(f"\nwrote {args.out}" + (f" and {plot}" if plot else ""))
+    print(f"\nwrote {args.out} and {plot}")
     failed = [r["name"] for r in results if "error" in r]
     if failed:
         print(f"benchmarks that failed: {', '.join(failed)}", file=sys.stderr)
