@@ -48,9 +48,9 @@ class BuildError(RuntimeError):
     """A step of the build failed; the message says which and why."""
 
 
-def run(cmd: list[str]) -> None:
+def run(cmd: list[str], env: dict[str, str] | None = None) -> None:
     logger.info("$ %s", " ".join(cmd))
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
         raise BuildError(f"{cmd[0]} {' '.join(cmd[1:4])} ... failed (exit {done.returncode}):\n{tail}")
@@ -172,12 +172,60 @@ def build_tree(
     for half in (deps, opt / "python"):
         prune(half)
         drop_direct_urls(half)
+        precompile(half, python_version)
     if not any(deps.glob("capture_ext-*.dist-info/entry_points.txt")):
         raise BuildError("the capture_ext dist-info (entry points of the built-in sinks) is missing")
     launcher = opt / "extensions" / "capture-ext"
     launcher.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(LAUNCHER, launcher)
     launcher.chmod(0o755)
+
+
+def find_interpreter(python_version: str) -> str | None:
+    """A working ``python<version>``: on PATH (the Dockerfile's build stage), or a pyenv install."""
+    candidates = [shutil.which(f"python{python_version}")]
+    pattern = f".pyenv/versions/{python_version}.*/bin/python{python_version}"
+    candidates += sorted(str(p) for p in Path.home().glob(pattern))
+    for candidate in filter(None, candidates):
+        probe = subprocess.run(
+            [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if probe.returncode == 0 and probe.stdout.strip() == python_version:
+            return candidate
+    return None
+
+
+def precompile(tree: Path, python_version: str) -> None:
+    """Ship bytecode for the target Python: ``/opt`` is read-only on Lambda, so without it every
+    cold start recompiles each module it imports (about 100 ms for the extension alone).
+
+    ``unchecked-hash`` pycs do not depend on file dates (the zip resets them) and are reproducible.
+    """
+    interpreter = find_interpreter(python_version)
+    if interpreter is None:
+        logger.warning(
+            "no python%s on PATH: the layer ships without bytecode, so each cold start compiles it", python_version
+        )
+        return
+    # One process and a fixed hash seed: marshal's output depends on both, and the zip must be reproducible.
+    run(
+        # -s/-p: source paths inside the pycs are where Lambda mounts them, not this build's temp dir.
+        [
+            interpreter,
+            "-m",
+            "compileall",
+            "-q",
+            "--invalidation-mode",
+            "unchecked-hash",
+            "-s",
+            str(tree),
+            "-p",
+            f"/opt/{tree.name}",
+            str(tree),
+        ],
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+    )
 
 
 def drop_direct_urls(tree: Path) -> None:

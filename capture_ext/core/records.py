@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import math
 import time
 import uuid
 from typing import Any
@@ -31,10 +32,27 @@ class RecordError(ValueError):
         self.status = status
 
 
+_second_cache: tuple[int, str] = (-1, "")
+
+
 def rfc3339_ms(epoch_s: float) -> str:
-    """UTC RFC 3339 with milliseconds and a ``Z``: sortable, and parsed by Athena and DuckDB."""
-    moment = dt.datetime.fromtimestamp(epoch_s, dt.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    """UTC RFC 3339 with milliseconds and a ``Z``: sortable, and parsed by Athena and DuckDB.
+
+    Called twice per record on the ingest path; formatting the date was a third of the extension's
+    CPU there (benchmark 4), so the ``YYYY-MM-DDTHH:MM:SS`` part is reused within one second.
+    """
+    global _second_cache
+    fraction, whole = math.modf(epoch_s)  # split and rounded exactly as datetime.fromtimestamp does
+    second, micros = int(whole), round(fraction * 1_000_000)
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    elif micros < 0:
+        second, micros = second - 1, micros + 1_000_000
+    cached_second, prefix = _second_cache
+    if second != cached_second:
+        prefix = dt.datetime.fromtimestamp(second, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second_cache = (second, prefix)
+    return f"{prefix}.{micros // 1000:03d}Z"
 
 
 def parse_body(body: bytes, content_type: str, max_record_bytes: int) -> list[dict[str, Any]]:

@@ -89,7 +89,10 @@ def test_layer_zip_holds_launcher_extension_and_platform_dependencies(layer_zip:
     # The function's half: the stdlib client on /opt/python, without the extension's dependencies.
     assert "python/capture_ext/client.py" in names
     assert not any(n.startswith("python/pluggy") for n in names)
-    assert not any("__pycache__" in n for n in names)
+    # Bytecode for the target only (/opt is read-only on Lambda: without it every cold start compiles).
+    pycs = [n for n in names if n.endswith(".pyc")]
+    assert "capture-ext/capture_ext/__pycache__/__main__.cpython-312.pyc" in pycs
+    assert all(".cpython-312." in n for n in pycs), [n for n in pycs if ".cpython-312." not in n][:3]
 
 
 def test_zip_is_reproducible(layer_zip: Path, tmp_path: Path) -> None:

@@ -91,3 +91,19 @@ def test_enricher_adds_the_extension_fields_with_a_process_sequence():
     assert first["function_name"] == "fn" and first["function_version"] == "7" and first["environment_id"] == "env1"
     assert first["captured_at"] == rfc3339_ms(1.5) == "1970-01-01T00:00:01.500Z"
     assert (first["sequence"], second["sequence"]) == (1, 2)
+
+
+def test_rfc3339_ms_matches_datetime_for_any_instant():
+    import datetime as dt
+    import random
+
+    def reference(epoch_s: float) -> str:
+        moment = dt.datetime.fromtimestamp(epoch_s, dt.UTC)
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+    rng = random.Random(7)
+    instants = [rng.uniform(0, 4102444800) for _ in range(20000)]
+    instants += [rng.randint(0, 4102444800000) / 1000 for _ in range(20000)]
+    instants += [1.0009995, 1.9999996, 2693889213.6799994, 0.0]  # rounding edges, the cache's second change
+    for instant in instants:
+        assert rfc3339_ms(instant) == reference(instant), instant
