@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -48,8 +49,14 @@ class _TooSlow(_Closed):
     """The peer sent nothing within the timeout."""
 
 
-#: Hosts that would listen beyond this machine; the extension serves loopback only.
-WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "0:0:0:0:0:0:0:0"})
+def is_wildcard(host: str) -> bool:
+    """Whether listening on ``host`` would accept connections on every interface."""
+    if not host:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:  # a name, such as sandbox.localdomain: resolved to one address
+        return False
 
 
 async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader, timeout: float | None) -> object:
@@ -105,7 +112,7 @@ class HTTPServer:
 
     async def start(self, host: str, port: int) -> int:
         """Listen on ``host:port`` (port 0 picks a free one) and return the port."""
-        if host in WILDCARD_HOSTS:
+        if is_wildcard(host):
             raise ValueError(
                 f"refusing to listen on {host!r}: capture-ext binds loopback (or the sandbox address) only"
             )
