@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import threading
+import time
 from typing import IO
 
 import orjson
@@ -47,7 +49,9 @@ class FileSink(_ClosableSink):
 
     def _write(self, batch: Batch) -> None:
         path = self.path_for(batch)
-        temporary = f"{path}.tmp"
+        # Unique per write: a write cut off by the deadline keeps running in its thread, and must not
+        # share a temporary file with the retry that follows it.
+        temporary = f"{path}.{threading.get_ident()}.{time.monotonic_ns()}.tmp"
         payload = b"".join(orjson.dumps(record, default=str) + b"\n" for record in batch.records)
         # A retry of a partial failure carries fewer records: keep what the file already has.
         if batch.attempt > 1 and os.path.exists(path):
