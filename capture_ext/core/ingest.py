@@ -62,8 +62,6 @@ class Ingest:
         self.on_handler_done = on_handler_done
         self.health = health
         self._warnings = 0
-        #: Called after records are buffered (the spool and tests listen here).
-        self.listeners: list[Callable[[list[dict[str, Any]]], None]] = []
 
     # -- the shared path -----------------------------------------------------------------------
     def accept(self, records: list[dict[str, Any]], whole: bool = False) -> int:
@@ -100,9 +98,6 @@ class Ingest:
         kept_count, reason = self.store.add(items) if items else (0, "")
         if kept_count < len(items):
             self.ledger.dropped[reason] += len(items) - kept_count
-        kept = [record for record, _ in items[:kept_count]]
-        for listener in self.listeners:
-            listener(kept)
         return kept_count
 
     # -- HTTP ----------------------------------------------------------------------------------
