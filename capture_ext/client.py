@@ -32,6 +32,7 @@ import hashlib
 import http.client
 import json
 import logging
+import math
 import os
 import select
 import socket
@@ -51,6 +52,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_SOCKET = "/tmp/capture-ext.sock"
 DEFAULT_PORT = 9009
+#: Largest body the HTTP fallback sends at once (well under the extension's request cap).
+HTTP_BODY_BYTES = 1024 * 1024
 #: Control line sent by :func:`capture_handler` when the handler returns, so the extension knows
 #: the handler is done even where the Telemetry API is unavailable (AWS's RIE).
 CONTROL_KEY = "_capture_ext"
@@ -69,11 +72,29 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+
+
+def _big_ints_as_text(value: Any) -> Any:
+    """Integers beyond 64 bits as their exact decimal text, as the extension keeps them."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if _INT64_MIN <= value <= _UINT64_MAX else str(value)
+    if isinstance(value, dict):
+        return {key: _big_ints_as_text(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_big_ints_as_text(item) for item in value]
+    return value
+
+
 if _orjson is not None:
     _OPTS = _orjson.OPT_SERIALIZE_NUMPY | _orjson.OPT_NON_STR_KEYS
 
     def _dumps(obj: Any) -> bytes:
-        return _orjson.dumps(obj, default=_default, option=_OPTS)
+        try:
+            return _orjson.dumps(obj, default=_default, option=_OPTS)
+        except TypeError:
+            # orjson cannot write an integer beyond 64 bits: keep its digits instead of losing the record.
+            return _orjson.dumps(_big_ints_as_text(obj), default=_default, option=_OPTS)
 
 else:  # pragma: no cover - exercised when orjson is absent
 
@@ -82,11 +103,28 @@ else:  # pragma: no cover - exercised when orjson is absent
 
 
 def _env_float(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, default))
-    except ValueError:
-        logger.warning("capture client: %s=%r is not a number; using %s", name, os.environ.get(name), default)
+    """A finite number from the environment, or ``default`` (never raises into the function)."""
+    raw = os.environ.get(name)
+    if raw is None:
         return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        logger.warning("capture client: %s=%r is not a finite number; using %s", name, raw, default)
+        return default
+    return value
+
+
+def _env_port(name: str, default: int) -> int:
+    value = _env_float(name, default)
+    if value != int(value) or not 1 <= value <= 65535:
+        logger.warning(
+            "capture client: %s=%r is not a TCP port (1-65535); using %s", name, os.environ.get(name), default
+        )
+        return default
+    return int(value)
 
 
 def _uuid4_hex() -> str:
@@ -119,7 +157,7 @@ class CaptureClient:
         max_outbox_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         self.socket_path = socket_path or os.environ.get("CAPTURE_SOCKET", DEFAULT_SOCKET)
-        self.port = port or int(_env_float("CAPTURE_PORT", DEFAULT_PORT))
+        self.port = port or _env_port("CAPTURE_PORT", DEFAULT_PORT)
         rate = _env_float("CAPTURE_SAMPLE_RATE", 1.0) if sample_rate is None else sample_rate
         self.sample_rate = min(max(rate, 0.0), 1.0)
         timeout = _env_float("CAPTURE_CLIENT_TIMEOUT_MS", 5.0) if timeout_ms is None else timeout_ms
@@ -287,40 +325,67 @@ class CaptureClient:
             self._schedule_retry(time.monotonic())
 
     def _http_fallback(self, deadline: float) -> bool:
-        """POST the outbox as NDJSON; used when the Unix socket is unavailable."""
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or time.monotonic() < self._http_retry_at:
-            return False
-        body = bytes(self._outbox)
+        """POST the outbox as NDJSON; used when the Unix socket is unavailable.
+
+        ``?partial=1`` makes every line stand alone, as on the socket: one bad line (or a control
+        line) cannot get the others refused. A full store (503) keeps the lines for a later try;
+        only lines the extension refused on their own merits are gone, and it counted them.
+        """
+        while self._outbox:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or time.monotonic() < self._http_retry_at:
+                return False
+            cut = len(self._outbox)
+            if cut > HTTP_BODY_BYTES:
+                cut = self._outbox.rfind(b"\n", 0, HTTP_BODY_BYTES) + 1 or cut
+            body = bytes(self._outbox[:cut])
+            status, answer = self._post(body, remaining)
+            if status == 0 or status == 503 or status >= 500:
+                self._http_retry_at = time.monotonic() + self._backoff_s
+                return False
+            lines = body.count(b"\n")
+            if status == 202:
+                self.stats["http"] += int(answer.get("accepted", lines)) if isinstance(answer, dict) else lines
+            else:  # refused as a whole (an extension too old for ?partial, or a request it cannot read)
+                self.stats["dropped"] += lines
+            del self._outbox[:cut]
+        return True
+
+    def _post(self, body: bytes, timeout: float) -> tuple[int, Any]:
+        """One POST; (status, parsed JSON answer), or (0, None) when the extension is unreachable."""
         try:
             if self._http is None:
-                self._http = http.client.HTTPConnection("127.0.0.1", self.port, timeout=remaining)
+                self._http = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
             else:
-                self._http.timeout = remaining
+                self._http.timeout = timeout
                 if self._http.sock is not None:
-                    self._http.sock.settimeout(remaining)
-            self._http.request("POST", "/v1/records", body, {"Content-Type": "application/x-ndjson"})
+                    self._http.sock.settimeout(timeout)
+            self._http.request("POST", "/v1/records?partial=1", body, {"Content-Type": "application/x-ndjson"})
             response = self._http.getresponse()
-            response.read()
+            data = response.read()
         except (OSError, http.client.HTTPException):
             if self._http is not None:
                 self._http.close()
                 self._http = None
-            self._http_retry_at = time.monotonic() + self._backoff_s
-            return False
-        if response.status == 202:
-            self.stats["http"] += body.count(b"\n")
-            del self._outbox[: len(body)]
-            return True
-        # 4xx: the extension refused these lines for good (it logged why); do not resend them.
-        self.stats["dropped"] += body.count(b"\n")
-        del self._outbox[: len(body)]
-        return False
+            return 0, None
+        try:
+            return response.status, json.loads(data)
+        except ValueError:
+            return response.status, None
 
     def handler_done(self, request_id: str | None) -> None:
         """Tell the extension the handler returned (its fallback when telemetry is unavailable)."""
         if request_id:
             self.send_line(_dumps({CONTROL_KEY: "done", "request_id": request_id}) + b"\n")
+
+    def handler_started(self, request_id: str | None) -> None:
+        """Tell the extension a handler-done line will follow for this request.
+
+        Where telemetry is unavailable this is how the extension knows to wait for the handler
+        instead of guessing a fixed time on an invoke where a flush is due.
+        """
+        if request_id:
+            self.send_line(_dumps({CONTROL_KEY: "start", "request_id": request_id}) + b"\n")
 
 
 _client: CaptureClient | None = None
@@ -348,8 +413,13 @@ def capture(
     metadata: dict[str, Any] | None = None,
     timestamp: str | int | float | None = None,
 ) -> str:
-    """Capture one inference with the process-wide client; returns the ``inference_id``."""
-    return get_client().capture(
+    """Capture one inference with the process-wide client; returns the ``inference_id``. Never raises."""
+    try:
+        client = get_client()
+    except Exception:  # fail-open, even if the environment is unusable
+        logger.debug("capture client could not be created", exc_info=True)
+        return inference_id or _uuid4_hex()
+    return client.capture(
         input,
         output,
         inference_id=inference_id,
@@ -368,6 +438,10 @@ def capture_handler(handler: F) -> F:
     def wrapper(event: Any, context: Any, *args: Any, **kwargs: Any) -> Any:
         request_id = getattr(context, "aws_request_id", None)
         token = _request_id.set(request_id)
+        try:
+            get_client().handler_started(request_id)
+        except Exception:  # fail-open
+            logger.debug("capture handler_started failed", exc_info=True)
         try:
             return handler(event, context, *args, **kwargs)
         finally:

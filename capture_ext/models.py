@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -32,9 +32,15 @@ class Outcome(enum.Enum):
 class WriteResult:
     """The answer of :meth:`Sink.write_batch`.
 
-    Sinks classify, the dispatcher acts: it retries ``RETRYABLE`` (only ``failed_ids`` when
-    given, else the whole batch) with backoff inside the deadline, and counts ``FATAL`` records
-    as dropped. A sink never sleeps or retries on its own.
+    Sinks classify, the dispatcher acts: it retries ``RETRYABLE`` with backoff inside the
+    deadline, and counts ``FATAL`` records as dropped. A sink never sleeps or retries on its own.
+
+    Which records a retry resends: the positions in ``failed_indices`` (preferred: exact), else
+    the records named by ``failed_ids`` when each id names one record of the batch, else the
+    whole batch. Client ids are not unique; when two records of a batch share an id, naming it
+    cannot say which one failed, so the whole batch goes again. A sink that writes objects (one
+    per partition, say) must name every record of each object it needs rewritten: a retry carries
+    exactly the records named.
     """
 
     outcome: Outcome
@@ -43,6 +49,8 @@ class WriteResult:
     failed_ids: tuple[str, ...] = ()
     #: A throttling hint from the service (seconds), honoured by the dispatcher's backoff.
     retry_after_s: float | None = None
+    #: Positions in ``batch.records`` of the records that failed (wins over ``failed_ids``).
+    failed_indices: tuple[int, ...] = ()
 
     @classmethod
     def ok(cls) -> WriteResult:
@@ -50,9 +58,14 @@ class WriteResult:
 
     @classmethod
     def retryable(
-        cls, error: str, failed_ids: tuple[str, ...] | list[str] = (), retry_after_s: float | None = None
+        cls,
+        error: str,
+        failed_ids: Sequence[str] = (),
+        retry_after_s: float | None = None,
+        *,
+        failed_indices: Sequence[int] = (),
     ) -> WriteResult:
-        return cls(Outcome.RETRYABLE, error, tuple(failed_ids), retry_after_s)
+        return cls(Outcome.RETRYABLE, error, tuple(failed_ids), retry_after_s, tuple(failed_indices))
 
     @classmethod
     def fatal(cls, error: str) -> WriteResult:
@@ -82,9 +95,9 @@ class Batch:
     def __len__(self) -> int:
         return len(self.records)
 
-    def subset(self, inference_ids: set[str], attempt: int) -> Batch:
-        """The records of this batch whose ``inference_id`` is in ``inference_ids``."""
-        kept = tuple(r for r in self.records if r.get("inference_id") in inference_ids)
+    def subset(self, positions: Iterable[int], attempt: int) -> Batch:
+        """The records at ``positions`` (indices into ``records``), in batch order."""
+        kept = tuple(self.records[index] for index in sorted(set(positions)))
         return Batch(self.batch_id, self.environment_id, self.sequence, kept, attempt)
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from capture_ext.models import Batch, Record
 
@@ -20,15 +20,17 @@ if TYPE_CHECKING:
 
 @dataclass(slots=True, eq=False)
 class SealedBatch:
-    """A batch plus what it costs in memory and how many sinks still need it.
+    """A batch plus what it costs in memory and which sinks still need it.
 
     With the spool on, a batch can be *cold*: ``batch`` is None, its records are only on disk at
-    ``location``, and the dispatcher reads them back when a sink gets to it.
+    ``location``, and the store reads them back when a sink gets to it. Only the store changes
+    ``waiting`` and ``busy``; the dispatcher asks it to (``checkout``, ``pin``, ``done``).
     """
 
     batch: Batch | None
     size: int
-    holders: int = 0
+    #: Sinks that have not yet delivered it (or dropped it for good).
+    waiting: set[str] = field(default_factory=set)
     batch_id: str = ""
     environment_id: str = ""
     sequence: int = 0
@@ -39,7 +41,7 @@ class SealedBatch:
     location: Location | None = None
     #: Seal order; the newest batches are moved out of memory first.
     order: int = 0
-    #: Being written, or partly delivered: must stay in memory.
+    #: Reads, writes and partial retries in progress: while non-zero it stays in memory.
     busy: int = 0
 
     def __post_init__(self) -> None:
@@ -155,7 +157,3 @@ class RecordBuffer:
         spooled = min(ends) >= 0
         start = ends[0] - self._sizes[first] - 1 if spooled else -1
         return SealedBatch(batch=batch, size=size, start=start, end=ends[-1] if spooled else -1)
-
-    def snapshot(self) -> list[dict[str, Any]]:
-        """The records currently buffered (for the spool and for tests)."""
-        return list(self._records)

@@ -3,7 +3,10 @@
 Each sink has its own backlog, its own retry state and its own circuit breaker, and all sinks are
 drained concurrently: a slow or failing sink never holds up the others. Retries use capped
 exponential backoff with full jitter, honour the sink's ``retry_after_s`` hint, resend only the
-records that failed, and never run past the deadline they are given. A batch that still fails
+records that failed (named by position in the batch, so records that share a client id cannot be
+confused), and never run past the deadline they are given. Time the flush did not have is not the
+sink's fault: a write that was never started, or was cut short by a budget smaller than a full
+flush, leaves the batch waiting without counting as a failure or opening the breaker. A batch that still fails
 when the flush ends stays in the backlog for the next flush: only a ``FATAL`` answer (or the
 memory bound, counted elsewhere) drops records.
 """
@@ -14,17 +17,13 @@ import asyncio
 import logging
 import random
 import time
-from collections import deque
-from collections.abc import Iterable
+from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
-from capture_ext.core.buffer import MemoryBudget, SealedBatch
+from capture_ext.core.buffer import SealedBatch
 from capture_ext.core.ledger import Ledger, SinkLedger
+from capture_ext.core.store import Store
 from capture_ext.models import Batch, Outcome, Sink, WriteResult
-
-if TYPE_CHECKING:
-    from capture_ext.core.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +31,9 @@ BACKOFF_BASE_S = 0.05
 BACKOFF_CAP_S = 2.0
 BREAKER_BASE_S = 1.0
 BREAKER_CAP_S = 300.0
+#: A write is not started with less time than this left: it could not finish, and a write cut
+#: short by the flush's own deadline says nothing about the sink.
+MIN_WRITE_S = 0.01
 
 
 @dataclass(slots=True)
@@ -90,50 +92,46 @@ class Dispatcher:
         self,
         sinks: dict[str, Sink],
         ledger: Ledger,
-        budget: MemoryBudget,
+        store: Store,
         max_attempts: int = 5,
         rng: random.Random | None = None,
-        store: Store | None = None,
         breaker_max_s: float = BREAKER_CAP_S,
+        fair_budget_s: float = 2.0,
     ) -> None:
         self.breaker_max_s = breaker_max_s
+        #: A write given at least this long that still times out is the sink's failure.
+        self.fair_budget_s = fair_budget_s
         self.ledger = ledger
-        self.budget = budget
         self.store = store
         self.max_attempts = max_attempts
         self.rng = rng or random.Random()
         self.states = {name: SinkState(name, sink, ledger.sink(name)) for name, sink in sinks.items()}
 
     # -- bookkeeping ------------------------------------------------------------------------
-    def enqueue(self, sealed: list[SealedBatch], sinks: Iterable[str] | None = None) -> None:
-        """Hand sealed batches to the backlog of every sink (or of ``sinks`` only)."""
-        states = list(self.states.values()) if sinks is None else [self.states[n] for n in sinks if n in self.states]
-        for item in sealed:
-            if not states:
-                self._release(item)
-                continue
-            for state in states:
-                item.holders += 1
-                state.backlog.append(Pending(item))
+    def _intake(self) -> None:
+        """Put the store's new batches in the backlog of every sink that needs them."""
+        for sealed in self.store.take_new():
+            for name in sorted(sealed.waiting):
+                state = self.states.get(name)
+                if state is None:  # adopted for a sink this process does not have
+                    self.store.done(sealed, name)
+                else:
+                    state.backlog.append(Pending(sealed))
 
-    def _done_with(self, pending: Pending) -> None:
+    def _finish(self, state: SinkState) -> None:
+        """``state``'s sink is done with the head of its backlog (delivered or dropped)."""
+        pending = state.backlog.popleft()
         if pending.subset is not None:
-            pending.sealed.busy -= 1
-        pending.sealed.holders -= 1
-        if pending.sealed.holders <= 0:
-            self._release(pending.sealed)
-
-    def _release(self, sealed: SealedBatch) -> None:
-        if self.store is not None:
-            self.store.release(sealed)
-        elif sealed.batch is not None:
-            self.budget.release(sealed.size)
+            self.store.unpin(pending.sealed)
+        self.store.done(pending.sealed, state.name)
 
     def backlog(self) -> dict[str, int]:
+        self._intake()
         return {name: state.pending_records for name, state in self.states.items()}
 
     def backlog_split(self) -> tuple[dict[str, int], dict[str, int]]:
         """Records waiting per sink: (held in memory, held on disk only)."""
+        self._intake()
         hot: dict[str, int] = {}
         cold: dict[str, int] = {}
         for name, state in self.states.items():
@@ -150,12 +148,14 @@ class Dispatcher:
         return {name: state.state(now) for name, state in self.states.items()}
 
     def has_work(self, now: float | None = None, ignore_breakers: bool = False) -> bool:
+        self._intake()
         now = time.monotonic() if now is None else now
         return any(s.backlog and (ignore_breakers or s.retry_at <= now) for s in self.states.values())
 
     # -- flushing ---------------------------------------------------------------------------
     async def flush(self, deadline: float, ignore_breakers: bool = False) -> FlushReport:
         """Drain every sink's backlog until done or until ``deadline`` (monotonic seconds)."""
+        self._intake()
         started = time.monotonic()
         report = FlushReport()
         before = {
@@ -182,9 +182,11 @@ class Dispatcher:
             return
         attempts = 0
         while state.backlog:
+            if deadline - time.monotonic() < MIN_WRITE_S:
+                return  # no time left: the rest waits, and that is nobody's failure
             pending = state.backlog[0]
             sealed = pending.sealed
-            sealed.busy += 1
+            self.store.checkout(sealed)
             try:
                 batch = pending.subset if pending.subset is not None else sealed.batch
                 if batch is None:
@@ -193,12 +195,14 @@ class Dispatcher:
                     if state.backlog and state.backlog[0] is pending:
                         return  # out of time before it was read back
                     continue  # unreadable: dropped and counted by _load
+                budget = deadline - time.monotonic()
                 result = await self._write(state, batch, deadline)
             finally:
-                sealed.busy -= 1
+                self.store.checkin(sealed)
+            if result is None:
+                return  # cut short by this flush's deadline: try again next flush, no failure
             if result.outcome is Outcome.OK:
                 state.ledger.delivered += len(batch)
-                self._acked(state, pending)
                 self._finish(state)
                 state.consecutive_failures = 0
                 attempts = 0
@@ -212,15 +216,14 @@ class Dispatcher:
                     result.error,
                 )
                 state.ledger.dropped["fatal"] += len(batch)
-                self._acked(state, pending)
                 self._finish(state)
                 continue
             attempts += 1
-            retry = self._failed_part(batch, result)
+            retry = failed_part(batch, result)
             state.ledger.delivered += len(batch) - len(retry)
             state.ledger.retried += len(retry)
             if pending.subset is None:
-                sealed.busy += 1  # partly delivered: keep it in memory until this sink is done
+                self.store.pin(sealed)  # partly delivered: keep it in memory until this sink is done
             pending.subset = retry
             state.last_error = result.error or "retryable error"
             delay = self._backoff(attempts, result.retry_after_s)
@@ -228,26 +231,19 @@ class Dispatcher:
                 self._open_breaker(state, result.retry_after_s)
                 return
             logger.warning(
-                "sink %s: batch %s attempt %d failed (%s); retrying %d records in %.0f ms",
+                "sink %s: batch %s attempt %d failed (%s); retrying %d records in %.0f ms (budget %.0f ms)",
                 state.name,
                 retry.batch_id,
                 retry.attempt - 1,
                 state.last_error,
                 len(retry),
                 delay * 1000,
+                budget * 1000,
             )
             await asyncio.sleep(delay)
 
-    def _finish(self, state: SinkState) -> None:
-        self._done_with(state.backlog.popleft())
-
-    def _acked(self, state: SinkState, pending: Pending) -> None:
-        if self.store is not None:
-            self.store.acked(pending.sealed, state.name)
-
     async def _load(self, state: SinkState, pending: Pending, deadline: float) -> Batch | None:
         """Read a batch that waits on disk only; a segment that cannot be read drops it, counted."""
-        assert self.store is not None, "a cold batch without a store"
         try:
             async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
                 return await self.store.load(pending.sealed)
@@ -278,14 +274,21 @@ class Dispatcher:
         state.started = True
         return True
 
-    async def _write(self, state: SinkState, batch: Batch, deadline: float) -> WriteResult:
+    async def _write(self, state: SinkState, batch: Batch, deadline: float) -> WriteResult | None:
+        """The sink's answer, classified; None when this flush's deadline cut a fair write short."""
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return WriteResult.retryable("deadline reached before the write")
         try:
             async with asyncio.timeout(remaining):
                 result = await state.sink.write_batch(batch)
         except TimeoutError:
+            if remaining < self.fair_budget_s:
+                logger.info(
+                    "sink %s: batch %s cut short by the flush deadline after %.0f ms; it waits for the next flush",
+                    state.name,
+                    batch.batch_id,
+                    remaining * 1000,
+                )
+                return None
             return WriteResult.retryable(f"write did not finish within {remaining * 1000:.0f} ms")
         except Exception as exc:
             logger.exception("sink %s raised from write_batch; treating as retryable", state.name)
@@ -293,13 +296,6 @@ class Dispatcher:
         if not isinstance(result, WriteResult):
             return WriteResult.retryable(f"write_batch returned {type(result).__name__}, not WriteResult")
         return result
-
-    def _failed_part(self, batch: Batch, result: WriteResult) -> Batch:
-        if result.failed_ids:
-            subset = batch.subset(set(result.failed_ids), batch.attempt + 1)
-            if len(subset):
-                return subset
-        return Batch(batch.batch_id, batch.environment_id, batch.sequence, batch.records, batch.attempt + 1)
 
     def _backoff(self, attempt: int, hint: float | None) -> float:
         ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
@@ -332,9 +328,28 @@ class Dispatcher:
 
         await asyncio.gather(*(close_one(s) for s in self.states.values()))
 
-    def describe(self) -> dict[str, Any]:
-        now = time.monotonic()
-        return {
-            name: {"state": s.state(now), "pending": s.pending_records, "last_error": s.last_error}
-            for name, s in self.states.items()
-        }
+
+def failed_part(batch: Batch, result: WriteResult) -> Batch:
+    """The records a retry must resend, as the next attempt of ``batch``.
+
+    Positions (``failed_indices``) say exactly which records failed. Client ids
+    (``failed_ids``) are honoured only when each names one record of the batch: ids are not
+    unique, and a retry that picked a record of a part that already succeeded would make the sink
+    rewrite that part from the retry alone. When the answer cannot be trusted to name records,
+    the whole batch goes again: idempotent sinks rewrite the same objects with the same content.
+    """
+    positions: list[int] = []
+    if result.failed_indices:
+        positions = sorted(set(result.failed_indices))
+        if positions[0] < 0 or positions[-1] >= len(batch):
+            positions = []
+    elif result.failed_ids:
+        wanted = set(result.failed_ids)
+        ids = [record.get("inference_id") for record in batch.records]
+        positions = [index for index, value in enumerate(ids) if value in wanted]
+        uses = Counter(ids)
+        if any(uses[ids[index]] > 1 for index in positions):
+            positions = []
+    if positions:
+        return batch.subset(positions, batch.attempt + 1)
+    return Batch(batch.batch_id, batch.environment_id, batch.sequence, batch.records, batch.attempt + 1)

@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 MAX_HEAD_BYTES = 16 * 1024
 READ_CHUNK = 256 * 1024
+#: Connections served at once; more are answered 503 and closed (a local flood cannot exhaust us).
+MAX_CONNECTIONS = 64
 
 
 @dataclass(slots=True)
@@ -59,13 +61,27 @@ def is_wildcard(host: str) -> bool:
         return False
 
 
-async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader, timeout: float | None) -> object:
+async def _next_event(
+    conn: h11.Connection, reader: asyncio.StreamReader, timeout: float | None, deadline: float | None = None
+) -> object:
+    """The next h11 event; ``timeout`` bounds each read, ``deadline`` (loop time) all of them.
+
+    A per-read timeout alone lets a peer that sends one byte every few seconds hold the
+    connection for ever; the deadline bounds the whole head or body.
+    """
+    loop = asyncio.get_running_loop()
     while True:
         event = conn.next_event()
         if event is not h11.NEED_DATA:
             return event
+        wait = timeout
+        if deadline is not None:
+            left = deadline - loop.time()
+            wait = left if wait is None else min(wait, left)
+            if wait <= 0:
+                raise _TooSlow
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(wait):
                 data = await reader.read(READ_CHUNK)
         except TimeoutError as exc:
             raise _TooSlow from exc
@@ -74,17 +90,24 @@ async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader, timeou
         conn.receive_data(data)
 
 
-async def _send(conn: h11.Connection, writer: asyncio.StreamWriter, response: Response) -> None:
+async def _send(
+    conn: h11.Connection, writer: asyncio.StreamWriter, response: Response, head_only: bool = False
+) -> None:
+    """Send ``response``; for a HEAD request the same headers, without the body."""
     headers = [
         ("content-type", response.content_type),
         ("content-length", str(len(response.body))),
         *response.headers,
     ]
     data = conn.send(h11.Response(status_code=response.status, headers=headers))
-    data += conn.send(h11.Data(data=response.body)) or b""
+    if not head_only:
+        data += conn.send(h11.Data(data=response.body)) or b""
     data += conn.send(h11.EndOfMessage()) or b""
     writer.write(data)
     await writer.drain()
+
+
+_CLOSE_503 = [("connection", "close"), ("content-length", "0")]
 
 
 def _error(status: int, message: str) -> Response:
@@ -102,11 +125,13 @@ class HTTPServer:
         max_body_bytes: int,
         idle_timeout_s: float = 30.0,
         body_timeout_s: float = 10.0,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.handler = handler
         self.max_body_bytes = max_body_bytes
         self.idle_timeout_s = idle_timeout_s
         self.body_timeout_s = body_timeout_s
+        self.max_connections = max_connections
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
@@ -133,6 +158,16 @@ class HTTPServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
+        if len(self._connections) >= self.max_connections:
+            logger.warning("refusing a connection: %d are open already", len(self._connections))
+            with contextlib.suppress(Exception):
+                conn = h11.Connection(h11.SERVER)
+                writer.write(conn.send(h11.Response(status_code=503, headers=_CLOSE_503)) or b"")
+                await writer.drain()
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+            return
         if task is not None:
             self._connections.add(task)
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
@@ -161,12 +196,21 @@ class HTTPServer:
     async def _one_exchange(
         self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> bool:
-        event = await _next_event(conn, reader, self.idle_timeout_s)
+        loop = asyncio.get_running_loop()
+        event = await _next_event(conn, reader, self.idle_timeout_s, loop.time() + self.idle_timeout_s)
         if isinstance(event, h11.ConnectionClosed):
             return False
         if not isinstance(event, h11.Request):
             return False
+        head_size = len(event.target) + sum(len(name) + len(value) + 4 for name, value in event.headers)
+        if head_size > MAX_HEAD_BYTES:  # h11 caps only heads that arrive in pieces
+            await _send(conn, writer, _error(431, f"request head over {MAX_HEAD_BYTES} bytes"))
+            return False
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in event.headers}
+        if "transfer-encoding" in headers and "content-length" in headers:
+            # Two framings for one body is how requests are smuggled: refuse, and end the connection.
+            await _send(conn, writer, _error(400, "both Content-Length and Transfer-Encoding: send one"))
+            return False
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             await _send(
@@ -174,9 +218,10 @@ class HTTPServer:
             )
             return False
         body = bytearray()
+        body_deadline = loop.time() + self.body_timeout_s
         while True:
             try:
-                part = await _next_event(conn, reader, self.body_timeout_s)
+                part = await _next_event(conn, reader, self.body_timeout_s, body_deadline)
             except _TooSlow:
                 await _send(conn, writer, _error(408, f"request body not received within {self.body_timeout_s:g} s"))
                 return False
@@ -195,7 +240,7 @@ class HTTPServer:
         except Exception:
             logger.exception("internal error while handling %s %s", request.method, request.path)
             response = _error(500, "internal error")
-        await _send(conn, writer, response)
+        await _send(conn, writer, response, head_only=request.method == "HEAD")
         return conn.our_state is h11.DONE and conn.their_state is h11.DONE
 
 

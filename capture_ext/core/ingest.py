@@ -16,10 +16,9 @@ from typing import Any
 
 import orjson
 
-from capture_ext.core.buffer import RecordBuffer
 from capture_ext.core.http11 import Request, Response
 from capture_ext.core.ledger import Ledger
-from capture_ext.core.records import Enricher, RecordError, normalize, parse_body
+from capture_ext.core.records import Enricher, RecordError, loads_exact, normalize, parse_body
 from capture_ext.core.redact import Redactor
 from capture_ext.core.store import Store
 
@@ -33,6 +32,10 @@ def _json(status: int, payload: dict[str, Any]) -> Response:
     return Response(status, orjson.dumps(payload))
 
 
+class _HookRaised(Exception):
+    """A ``capture_prepare_record`` hook raised: the record is dropped and counted as such."""
+
+
 class Ingest:
     """Accepts records into the store (memory and spool), counting each one.
 
@@ -43,7 +46,7 @@ class Ingest:
 
     def __init__(
         self,
-        buffer: RecordBuffer | Store,
+        store: Store,
         ledger: Ledger,
         enricher: Enricher,
         max_record_bytes: int,
@@ -51,15 +54,17 @@ class Ingest:
         on_handler_done: Callable[[str], None] | None = None,
         health: Callable[[], dict[str, Any]] | None = None,
         redactor: Redactor | None = None,
+        on_handler_started: Callable[[str], None] | None = None,
     ) -> None:
-        self.store = buffer if isinstance(buffer, Store) else Store(buffer, buffer.budget)
-        self.buffer = self.store.buffer
+        self.store = store
+        self.buffer = store.buffer
         self.redactor = redactor if redactor else None
         self.ledger = ledger
         self.enricher = enricher
         self.max_record_bytes = max_record_bytes
         self.prepare = prepare
         self.on_handler_done = on_handler_done
+        self.on_handler_started = on_handler_started
         self.health = health
         self._warnings = 0
 
@@ -67,29 +72,26 @@ class Ingest:
     def accept(self, records: list[dict[str, Any]], whole: bool = False) -> int:
         """Store already-normalised records; returns how many were kept.
 
-        ``whole``: a record that cannot be serialised rejects the whole call (RecordError) before
-        anything is counted or kept; otherwise it alone is rejected.
+        Every record ends up counted: kept (``received``), dropped by a hook (``prepare_error``)
+        or by a full store, or refused (``rejected``). A record that cannot be redacted, enriched
+        or serialised is refused alone; ``whole`` (one HTTP request) refuses the whole call
+        instead, with a RecordError naming the record, before anything is counted or kept.
         """
         items: list[tuple[dict[str, Any], bytes]] = []
         hook_drops = 0
         for index, record in enumerate(records):
-            if self.redactor is not None:
-                self.redactor.apply(record)
-            if self.prepare is not None:
-                try:
-                    self.prepare(record)
-                except Exception as exc:
-                    hook_drops += 1
-                    logger.warning("capture_prepare_record raised %s; record dropped", type(exc).__name__)
-                    continue
-            self.enricher.enrich(record)
             try:
-                data = orjson.dumps(record, default=str)
-            except (orjson.JSONEncodeError, TypeError) as exc:
+                data = self._ready(record)
+            except _HookRaised:
+                hook_drops += 1
+                continue
+            except Exception as exc:  # this record's problem alone, never the connection's
                 where = f"record {index}: " if len(records) > 1 else ""
+                message = f"{where}cannot be stored ({type(exc).__name__}: {str(exc)[:120]})"
                 if whole:
-                    raise RecordError(f"{where}cannot be stored as JSON ({exc})") from None
+                    raise RecordError(message) from None
                 self.ledger.rejected["invalid"] += 1
+                self._warn("socket record refused: %s", message)
                 continue
             items.append((record, data))
         self.ledger.received += len(items) + hook_drops
@@ -99,6 +101,19 @@ class Ingest:
         if kept_count < len(items):
             self.ledger.dropped[reason] += len(items) - kept_count
         return kept_count
+
+    def _ready(self, record: dict[str, Any]) -> bytes:
+        """Redact, run the hooks, enrich and serialise one record: the bytes the sinks get."""
+        if self.redactor is not None:
+            self.redactor.apply(record)
+        if self.prepare is not None:
+            try:
+                self.prepare(record)
+            except Exception as exc:
+                logger.warning("capture_prepare_record raised %s; record dropped", type(exc).__name__)
+                raise _HookRaised from None
+        self.enricher.enrich(record)
+        return orjson.dumps(record, default=str)
 
     # -- HTTP ----------------------------------------------------------------------------------
     async def handle_http(self, request: Request) -> Response:
@@ -115,13 +130,20 @@ class Ingest:
 
     def _post_records(self, request: Request) -> Response:
         content_type = request.headers.get("content-type", "application/json")
+        if _query_flag(request.path, "partial"):
+            return self._post_lines(request.body)
         try:
-            raw = parse_body(request.body, content_type, self.max_record_bytes)
+            parsed = parse_body(request.body, content_type, self.max_record_bytes)
+            raw = [item for item in parsed if not self._is_control(item)]
             records = [normalize(item, index if len(raw) > 1 else None) for index, item in enumerate(raw)]
-            accepted = self.accept(records, whole=True)
+            accepted = self.accept(records, whole=True) if records else 0
         except RecordError as exc:
             self.ledger.rejected[_reason(exc.status)] += 1
             return _json(exc.status, {"error": str(exc)})
+        except Exception as exc:  # a bug must cost this request a clear answer, not a 500
+            logger.exception("records request refused")
+            self.ledger.rejected["invalid"] += 1
+            return _json(400, {"error": f"records could not be read ({type(exc).__name__})"})
         if accepted < len(records):
             full = "spool" if self.store.durable else "buffer"
             return _json(
@@ -134,13 +156,23 @@ class Ingest:
             )
         return _json(202, {"accepted": accepted})
 
-    # -- Unix socket ---------------------------------------------------------------------------
-    def accept_line(self, line: bytes) -> None:
-        """One NDJSON line from the fast path: a record or a control message."""
-        record = self.parse_line(line)
-        if record is not None:
-            self.accept([record])
+    def _post_lines(self, body: bytes) -> Response:
+        """``?partial=1``: NDJSON whose lines stand alone, as on the socket (the client's fallback).
 
+        Valid lines are kept, invalid ones refused and counted, control lines obeyed; the answer
+        is 202 with the counts, or 503 when the store is full (then nothing was kept, and the
+        client keeps the lines for a later try).
+        """
+        rejected_before = sum(self.ledger.rejected.values())
+        records = [record for line in body.split(b"\n") if line.strip() for record in [self.parse_line(line)] if record]
+        accepted = self.accept(records) if records else 0
+        refused = sum(self.ledger.rejected.values()) - rejected_before
+        if accepted < len(records) and not accepted:
+            full = "spool" if self.store.durable else "buffer"
+            return _json(503, {"error": f"capture {full} is full; records were not kept", "accepted": 0})
+        return _json(202, {"accepted": accepted, "rejected": refused, "dropped": len(records) - accepted})
+
+    # -- Unix socket ---------------------------------------------------------------------------
     def parse_line(self, line: bytes) -> dict[str, Any] | None:
         """A normalised record, or None for a control message or a refused line (counted)."""
         if len(line) > self.max_record_bytes:
@@ -148,9 +180,8 @@ class Ingest:
             self._warn("socket record of %d bytes is over CAPTURE_MAX_RECORD_BYTES; refused", len(line))
             return None
         try:
-            raw = orjson.loads(line)
-            if isinstance(raw, dict) and CONTROL_KEY in raw:
-                self._control(raw)
+            raw = loads_exact(line)
+            if self._is_control(raw):
                 return None
             if not isinstance(raw, dict):
                 raise RecordError(f"expected a JSON object, got {type(raw).__name__}")
@@ -159,6 +190,10 @@ class Ingest:
             self.ledger.rejected["invalid"] += 1
             self._warn("socket record refused: %s", exc)
             return None
+        except Exception as exc:  # never let one line cost the connection (and its other lines)
+            self.ledger.rejected["invalid"] += 1
+            self._warn("socket record refused: could not be read (%s)", type(exc).__name__)
+            return None
 
     def _warn(self, message: str, *args: Any) -> None:
         """Log the first refusals, then one in a thousand: hostile input must not flood the logs."""
@@ -166,10 +201,23 @@ class Ingest:
         if self._warnings <= 10 or self._warnings % 1000 == 0:
             logger.warning("%s (%d refused so far)", message % args, self._warnings)
 
-    def _control(self, message: dict[str, Any]) -> None:
-        done = message.get(CONTROL_KEY) == "done" and isinstance(message.get("request_id"), str)
-        if done and self.on_handler_done is not None:
-            self.on_handler_done(message["request_id"])
+    def _is_control(self, item: Any) -> bool:
+        """Obey a control line (``{"_capture_ext": "start"|"done", "request_id": ...}``); True if it was one."""
+        if not isinstance(item, dict) or CONTROL_KEY not in item:
+            return False
+        request_id = item.get("request_id")
+        if isinstance(request_id, str) and request_id:
+            kind = item.get(CONTROL_KEY)
+            if kind == "done" and self.on_handler_done is not None:
+                self.on_handler_done(request_id)
+            elif kind == "start" and self.on_handler_started is not None:
+                self.on_handler_started(request_id)
+        return True
+
+
+def _query_flag(path: str, name: str) -> bool:
+    _, _, query = path.partition("?")
+    return any(part in (name, f"{name}=1", f"{name}=true") for part in query.split("&"))
 
 
 def _reason(status: int) -> str:
@@ -202,7 +250,11 @@ class _LineProtocol(asyncio.Protocol):
             start = end + 1
         del self.pending[:start]
         if records:  # one spool write per read, not per line
-            self.ingest.accept(records)
+            try:
+                self.ingest.accept(records)
+            except Exception:  # a bug in the core: count the records, keep the connection
+                logger.exception("socket: %d records could not be stored", len(records))
+                self.ingest.ledger.rejected["internal_error"] += len(records)
         if len(self.pending) > self.limit:
             # An endless line: refuse it and skip to the next newline instead of growing forever.
             self.ingest.ledger.rejected["too_large"] += 1

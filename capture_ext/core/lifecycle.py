@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("capture_ext")
 
+#: A flush is not started with less time than this before the invoke's deadline.
+MIN_FLUSH_S = 0.05
+
 
 class Extension:
     """One extension process: owns the servers, the buffer, the dispatcher and the event loop."""
@@ -142,17 +145,16 @@ class Extension:
         self.ledger = Ledger()
         budget = MemoryBudget(settings.buffer_max_bytes)
         self.buffer = RecordBuffer(self.environment_id, budget, settings.flush_max_records, settings.flush_max_bytes)
-        self.store = Store(self.buffer, budget, self._open_spool())
+        self.store = Store(self.buffer, budget, self._open_spool(), sinks=list(sinks))
         self.dispatcher = Dispatcher(
             sinks,
             self.ledger,
-            budget,
+            self.store,
             settings.retry_max_attempts,
-            store=self.store,
             breaker_max_s=settings.breaker_max_s,
+            fair_budget_s=settings.flush_timeout_s,
         )
-        self.store.enqueue = self.dispatcher.enqueue
-        for name, count in self.store.adopt(list(sinks)).items():
+        for name, count in self.store.adopt().items():
             self.ledger.sink(name).adopted += count
         self.ledger.replayed = self.store.replayed
         self.tracker = RuntimeDoneTracker()
@@ -164,6 +166,7 @@ class Extension:
             settings.max_record_bytes,
             prepare=prepare,
             on_handler_done=self._client_handler_done,
+            on_handler_started=self._client_handler_started,
             health=self.health,
             redactor=Redactor(settings.redact, settings.redact_key),
         )
@@ -216,11 +219,13 @@ class Extension:
                 logger.warning("ignoring unknown event type %r", event.event_type)
 
     def _client_handler_done(self, request_id: str) -> None:
-        """The client's handler-done line: only a fallback. With telemetry, only the platform's
-        runtimeDone counts, because the handler returning is not the runtime being done (a wrapper
-        may still run, and the response is still being sent)."""
-        if not self.telemetry_enabled:
-            self.tracker.mark_done(request_id, from_client=True)
+        """The client's handler-done line. With telemetry it is only a fallback (the handler
+        returning is not the runtime being done: a wrapper may still run, the response is still
+        being sent), used when runtimeDone does not come within a grace period."""
+        self.tracker.mark_done(request_id, from_client=True)
+
+    def _client_handler_started(self, request_id: str) -> None:
+        self.tracker.mark_started(request_id)
 
     def flush_due(self, now: float | None = None) -> str:
         """Why a flush is due now, or "" when none is."""
@@ -236,25 +241,57 @@ class Extension:
         return ""
 
     async def on_invoke(self, event: Event) -> None:
+        """Flush after the runtime is done with this invoke, if a flush is due.
+
+        The flush budget (``CAPTURE_FLUSH_TIMEOUT_S``) starts when the runtime is done, not when
+        the INVOKE arrived: a handler that thinks for seconds must not leave the flush no time.
+        Both the wait and the flush end before the invoke's own deadline (minus the safety
+        margin): an extension still busy at the deadline would turn the invoke into a timeout.
+        When the runtime's end is never signalled, nothing is flushed (the records wait for the
+        next invoke) and no sink is blamed.
+        """
         reason = self.flush_due()
         if not reason:
             return
-        deadline = self._monotonic_deadline(event.deadline_ms)
-        deadline = min(deadline, time.monotonic() + self.settings.flush_timeout_s)
-        await self._wait_for_handler(event.request_id, deadline)
+        hard_end = self._monotonic_deadline(event.deadline_ms) - self.settings.shutdown_margin_ms / 1000
+        if not await self._wait_for_handler(event.request_id, hard_end - MIN_FLUSH_S):
+            logger.warning(
+                "no signal that the runtime finished %s before its deadline; the flush waits for the next invoke",
+                event.request_id,
+            )
+            return
+        deadline = min(time.monotonic() + self.settings.flush_timeout_s, hard_end)
+        if deadline - time.monotonic() < MIN_FLUSH_S:
+            logger.info("invoke %s left no time to flush before its deadline; the next invoke will", event.request_id)
+            return
         await self.flush(deadline, reason)
 
-    async def _wait_for_handler(self, request_id: str, deadline: float) -> None:
-        """Return once the runtime is done with ``request_id`` (never flush beside the handler)."""
-        remaining = deadline - time.monotonic()
-        if self.telemetry_enabled or self.tracker.client_signals:
-            if not await self.tracker.wait(request_id, remaining):
-                logger.warning("no runtimeDone for %s before the flush deadline; flushing anyway", request_id)
+    async def _wait_for_handler(self, request_id: str, until: float) -> bool:
+        """Whether the runtime is done with ``request_id`` (never flush beside the handler).
+
+        With telemetry, ``platform.runtimeDone`` says so; the client's handler-done line (from
+        ``@capture_handler``) is a fallback after a grace period, in case the platform event is
+        lost. Without telemetry (AWS's RIE) only the client can say: its handler-start line tells
+        that a done line will follow, so the first invoke waits for it too instead of guessing a
+        fixed time; a function without ``@capture_handler`` gets the fixed wait
+        (``CAPTURE_RUNTIME_DONE_TIMEOUT_MS``).
+        """
+        tracker = self.tracker
+        grace = self.settings.runtime_done_timeout_ms / 1000
+        if self.telemetry_enabled:
+            done = await tracker.wait(request_id, until - time.monotonic(), client_grace=max(grace, 1.0))
+        elif tracker.is_done(request_id):
+            done = True
         else:
-            await asyncio.sleep(min(self.settings.runtime_done_timeout_ms / 1000, max(remaining, 0)))
+            await tracker.wait_started(request_id, min(grace, until - time.monotonic()))
+            if tracker.client_signals:
+                done = await tracker.wait(request_id, until - time.monotonic())
+            else:
+                done = True  # no client signals at all: the fixed wait above stood in
         # Let the socket readers take what the handler wrote before it returned.
         for _ in range(3):
             await asyncio.sleep(0)
+        return done
 
     async def flush(self, deadline: float, reason: str, ignore_breakers: bool = False) -> None:
         sealed = self.store.seal()

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import math
+import re
 import time
 import uuid
 from typing import Any
@@ -50,9 +52,45 @@ def rfc3339_ms(epoch_s: float) -> str:
         second, micros = second - 1, micros + 1_000_000
     cached_second, prefix = _second_cache
     if second != cached_second:
-        prefix = dt.datetime.fromtimestamp(second, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        moment = dt.datetime.fromtimestamp(second, dt.UTC)
+        # Not strftime("%Y"): it does not pad years before 1000, and RFC 3339 needs four digits.
+        prefix = (
+            f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
+            f"T{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}"
+        )
         _second_cache = (second, prefix)
     return f"{prefix}.{micros // 1000:03d}Z"
+
+
+#: An integer literal orjson cannot keep exact (outside the signed and unsigned 64-bit ranges)
+#: has at least 19 digits; only such payloads take the slow, exact path.
+_LONG_DIGITS = re.compile(rb"\d{19}")
+INT64_MIN, UINT64_MAX = -(2**63), 2**64 - 1
+
+
+def _exact_int(text: str) -> int | str:
+    value = int(text)
+    return value if INT64_MIN <= value <= UINT64_MAX else text
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads_exact(data: bytes) -> Any:
+    """``orjson.loads``, except that integers beyond 64 bits keep their exact decimal text.
+
+    orjson reads such integers as floats (``10000000000000000000001`` would become ``1e+22``) and
+    cannot write them back; a value a user sent must not change silently, so it is kept as the
+    string of its digits. Raises ``orjson.JSONDecodeError`` for invalid JSON either way.
+    """
+    parsed = orjson.loads(data)
+    if not _LONG_DIGITS.search(data):
+        return parsed
+    try:
+        return json.loads(data, parse_int=_exact_int, parse_constant=_no_constants)
+    except (ValueError, RecursionError) as exc:
+        raise orjson.JSONDecodeError(f"invalid JSON: {exc}", "", 0) from None
 
 
 def parse_body(body: bytes, content_type: str, max_record_bytes: int) -> list[dict[str, Any]]:
@@ -69,14 +107,14 @@ def parse_body(body: bytes, content_type: str, max_record_bytes: int) -> list[di
                     f"line {number}: record is {len(line)} bytes, over the {max_record_bytes}-byte limit", 413
                 )
             try:
-                items.append(orjson.loads(line))
+                items.append(loads_exact(line))
             except orjson.JSONDecodeError as exc:
                 raise RecordError(f"line {number}: invalid JSON ({exc})") from None
         return _objects(items, "line")
     if media_type not in {"application/json", "", "text/plain"}:
         raise RecordError(f"unsupported Content-Type {media_type!r}: use application/json or application/x-ndjson", 415)
     try:
-        parsed = orjson.loads(body)
+        parsed = loads_exact(body)
     except orjson.JSONDecodeError as exc:
         raise RecordError(f"invalid JSON ({exc})") from None
     if isinstance(parsed, list):
@@ -118,7 +156,11 @@ def _timestamp(value: Any, where: str) -> str:
             raise RecordError(f"{where}field 'timestamp': not an RFC 3339 date-time") from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=dt.UTC)
-        return rfc3339_ms(parsed.timestamp())
+        try:
+            epoch = parsed.astimezone(dt.UTC).timestamp()
+        except (OverflowError, ValueError):  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+            raise RecordError(f"{where}field 'timestamp': out of range (years 0001 to 9999 in UTC)") from None
+        return rfc3339_ms(epoch)
     raise RecordError(f"{where}field 'timestamp': expected an RFC 3339 string or epoch milliseconds")
 
 
@@ -159,12 +201,17 @@ def normalize(raw: dict[str, Any], index: int | None = None, now: float | None =
     elif not isinstance(metadata, dict):
         raise RecordError(f"{where}field 'metadata': expected an object")
     extra = {key: value for key, value in raw.items() if key not in KNOWN_FIELDS}
-    if extra:  # unknown top-level fields are kept, never silently lost
-        metadata = {**extra, **metadata}
-        for key in ENRICHED_FIELDS:
-            metadata.pop(key, None)
-            if key in extra:
-                metadata[f"client_{key}"] = extra[key]
+    if extra:  # unknown top-level fields are kept in metadata, never silently lost or overwritten
+        moved: dict[str, Any] = {}
+        for key, value in extra.items():
+            target = f"client_{key}" if key in ENRICHED_FIELDS else key
+            if target in metadata or target in moved:
+                raise RecordError(
+                    f"{where}field {_name(key)} is sent at the top level and as metadata.{_name(target)[1:-1]}: "
+                    "send it once"
+                )
+            moved[target] = value
+        metadata = {**metadata, **moved}
     stamp = raw.get("timestamp")
     return {
         "inference_id": inference_id,
@@ -176,6 +223,11 @@ def normalize(raw: dict[str, Any], index: int | None = None, now: float | None =
         "output": raw.get("output"),
         "metadata": metadata,
     }
+
+
+def _name(key: str) -> str:
+    """A client's field name, quoted and cut short for an error message."""
+    return repr(key[:64] + ("…" if len(key) > 64 else ""))
 
 
 class Enricher:

@@ -5,6 +5,8 @@ Layout of ``CAPTURE_SPOOL_DIR`` (directory 0700, files 0600, owned by the extens
 - ``<environment_id>.lock``: held with ``flock`` by the live process that owns the id. A lock
   nobody holds means its owner died; the next process to start adopts that id's segments.
 - ``<environment_id>-<n:06d>.seg``: append-only segments, one line per entry:
+  ``H{...}`` the header, first line of every segment: the highest batch sequence its process had
+  sealed before the segment was opened (so the segment alone says which ids are taken),
   ``{...}`` an enriched record (exactly the bytes the sinks will be given),
   ``S{...}`` a seal (batch id, sequence, record count and the byte range of its records),
   ``A{...}`` an acknowledgement (batch id and the sink that is done with it).
@@ -24,6 +26,7 @@ import fcntl
 import logging
 import os
 import stat
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +35,9 @@ import orjson
 logger = logging.getLogger(__name__)
 
 SEGMENT_BYTES = 8 * 1024 * 1024
-SEAL, ACK = b"S", b"A"
+SEAL, ACK, HEADER = b"S", b"A", b"H"
+#: How long opening the spool waits for its own lock while an adopter briefly holds it.
+LOCK_WAIT_S = 2.0
 
 
 class SpoolError(OSError):
@@ -77,6 +82,13 @@ class _Scan:
     seals: dict[str, dict[str, Any]] = field(default_factory=dict)
     acks: dict[str, set[str]] = field(default_factory=dict)
     corrupt: int = 0
+    #: Per environment: the highest batch sequence any of its segments shows (seal or header).
+    high: dict[str, int] = field(default_factory=dict)
+    #: Unsealed record runs left at the end of a segment: (segment, [(start, end), ...]).
+    runs: list[tuple[Segment, list[tuple[int, int]]]] = field(default_factory=list)
+
+    def saw_sequence(self, environment_id: str, sequence: int) -> None:
+        self.high[environment_id] = max(self.high.get(environment_id, 0), sequence)
 
 
 def _open_file(path: str, flags: int) -> int:
@@ -110,25 +122,47 @@ class Spool:
         self.broken = ""
         self._locks: dict[str, int] = {}
         self._next_index = 1
-        self.fsyncs = 0
+        #: Highest batch sequence this process has sealed; every new segment starts with it.
+        self.last_sequence = 0
         #: Kept free of records so that seal and acknowledgement lines always fit the bound.
         self.control_reserve = min(64 * 1024, max_bytes // 16)
 
     # -- opening and adoption ------------------------------------------------------------------
     def open(self) -> None:
         prepare_directory(self.directory)
-        self._lock(self.environment_id, block=False)
+        deadline = time.monotonic() + LOCK_WAIT_S
+        # An adopter on a shared volume may hold our new lock file for a moment (and then delete it,
+        # seeing no segment): wait for it rather than run without the lock.
+        while not self._lock(self.environment_id):
+            if time.monotonic() >= deadline:
+                raise SpoolError(f"could not lock {self.environment_id}.lock in {self.directory!r}")
+            time.sleep(0.01)
         self._rotate()
 
-    def _lock(self, environment_id: str, block: bool) -> bool:
-        fd = _open_file(os.path.join(self.directory, f"{environment_id}.lock"), os.O_RDWR | os.O_CREAT)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
-        except BlockingIOError:
+    def _lock(self, environment_id: str) -> bool:
+        """Hold ``<environment_id>.lock``; False when another process holds it.
+
+        A lock file can be unlinked by an adopter between our ``open`` and our ``flock``; a lock
+        on an unlinked file protects nothing, so the file we locked must still be the one at the
+        path, or we start again with a new one.
+        """
+        path = os.path.join(self.directory, f"{environment_id}.lock")
+        for _ in range(100):
+            fd = _open_file(path, os.O_RDWR | os.O_CREAT)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            try:
+                same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._locks[environment_id] = fd
+                return True
             os.close(fd)
-            return False
-        self._locks[environment_id] = fd
-        return True
+        raise SpoolError(f"the lock file {path!r} keeps being replaced")
 
     def adopt(self) -> list[Adopted]:
         """Take over the segments of processes that died; return their unfinished batches."""
@@ -142,19 +176,31 @@ class Spool:
                 found.setdefault(name[:-5], [])
         dead: list[Segment] = []
         for env in sorted(found):
-            if not self._lock(env, block=False):
+            if not self._lock(env):
                 continue  # a live process owns it (a concurrent environment on a shared volume)
-            if not found[env]:
-                self._forget(env)
-                continue
+            segments = []
             for number, file_name in sorted(found[env]):
                 path = os.path.join(self.directory, file_name)
-                dead.append(Segment(path, env, number, os.path.getsize(path)))
+                try:
+                    segments.append(Segment(path, env, number, os.path.getsize(path)))
+                except FileNotFoundError:
+                    continue  # deleted by the process that adopted it before us, after our listing
+            if not segments:
+                self._forget(env)
+                continue
+            dead += segments
         if not dead:
             return []
         scan = _Scan()
+        readable = []
         for segment in dead:
-            self._scan(segment, scan)
+            try:
+                self._scan(segment, scan)
+            except FileNotFoundError:
+                continue
+            readable.append(segment)
+        dead = readable
+        self._seal_runs(scan)
         # Our own new segment must come after the adopted ones in deletion order.
         self.segments[:0] = dead
         self.bytes += sum(s.size for s in dead)
@@ -174,10 +220,10 @@ class Spool:
         return sorted(adopted, key=lambda a: (a.environment_id, a.sequence))
 
     def _scan(self, segment: Segment, scan: _Scan) -> None:
-        """Read seals and acks; seal any records left unsealed at the end of the segment."""
+        """Read the header, seals and acks; remember records left unsealed at the end."""
         with open(segment.path, "rb") as handle:
             data = handle.read()
-        position, run_start, last_sequence = 0, -1, 0
+        position = 0
         run: list[tuple[int, int]] = []  # (start, end) of unsealed records since the last seal
         while position < len(data):
             end = data.find(b"\n", position)
@@ -186,39 +232,55 @@ class Spool:
             line = data[position:end]
             try:
                 if line[:1] == b"{":
-                    if run_start < 0:
-                        run_start = position
                     run.append((position, end + 1))
                 elif line[:1] == SEAL:
                     seal = orjson.loads(line[1:])
                     seal["segment"] = segment
                     scan.seals[seal["b"]] = seal
-                    last_sequence = max(last_sequence, seal["q"])
-                    run, run_start = [], -1
+                    scan.saw_sequence(seal["e"], int(seal["q"]))
+                    run = []
                 elif line[:1] == ACK:
                     ack = orjson.loads(line[1:])
                     scan.acks.setdefault(ack["b"], set()).add(ack["s"])
-            except (orjson.JSONDecodeError, KeyError, TypeError):
+                elif line[:1] == HEADER:
+                    scan.saw_sequence(segment.environment_id, int(orjson.loads(line[1:])["q"]))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                 scan.corrupt += 1
             position = end + 1
         segment.size = position
         if position < len(data):
             os.truncate(segment.path, position)
         if run:
-            # Sealed by the adopter with the dead process's next sequence: deterministic, so a
-            # second crash before this seal line lands picks the very same batch id again.
-            sequence = last_sequence + 1
-            seal = {"b": f"{segment.environment_id}-{sequence:08d}", "e": segment.environment_id, "q": sequence}
-            seal.update(n=len(run), s=run[0][0], t=run[-1][1])
+            scan.runs.append((segment, run))
+
+    def _seal_runs(self, scan: _Scan) -> None:
+        """Seal records a dead process left unsealed, with ids it can never have used.
+
+        The id is the dead process's next sequence after the highest one any of its segments
+        shows, header included: a segment that was just rotated holds no seal, yet its header
+        says which ids are taken. Deterministic, so a second crash before this seal line lands
+        picks the very same id again.
+        """
+        for segment, run in scan.runs:
+            env = segment.environment_id
+            sequence = scan.high.get(env, 0) + 1
+            while f"{env}-{sequence:08d}" in scan.seals:  # never reuse an id, whatever the files say
+                sequence += 1
+            scan.saw_sequence(env, sequence)
+            batch_id = f"{env}-{sequence:08d}"
+            seal: dict[str, Any] = {"b": batch_id, "e": env, "q": sequence, "n": len(run), "s": run[0][0]}
+            seal["t"] = run[-1][1]
             line = SEAL + orjson.dumps(seal) + b"\n"
             fd = _open_file(segment.path, os.O_WRONLY | os.O_APPEND)
             try:
                 os.write(fd, line)
+                if self.fsync != "never":
+                    os.fsync(fd)
             finally:
                 os.close(fd)
             segment.size += len(line)
             seal["segment"] = segment
-            scan.seals[seal["b"]] = seal
+            scan.seals[batch_id] = seal
 
     def _forget(self, environment_id: str) -> None:
         fd = self._locks.pop(environment_id, None)
@@ -258,6 +320,7 @@ class Spool:
             return None
         segment = self.active
         seal = {"b": batch_id, "e": self.environment_id, "q": sequence, "n": count, "s": start, "t": end}
+        self.last_sequence = max(self.last_sequence, sequence)
         if not self._write(segment, SEAL + orjson.dumps(seal) + b"\n"):
             return None
         segment.open_batches += 1
@@ -303,7 +366,6 @@ class Spool:
     def _sync(self, segment: Segment) -> None:
         try:
             os.fsync(segment.fd)
-            self.fsyncs += 1
         except OSError as exc:
             self._break(f"fsync of {segment.path} failed: {exc}")
 
@@ -319,8 +381,23 @@ class Spool:
         segment = Segment(path, self.environment_id, index)
         segment.fd = _open_file(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND)
         self.segments.append(segment)
+        self._write(segment, HEADER + orjson.dumps({"q": self.last_sequence}) + b"\n")
+        if self.fsync != "never":
+            self._sync(segment)
+            self._sync_directory()
         if len(self.segments) > 1:
             self.release_empty()
+
+    def _sync_directory(self) -> None:
+        """Make a new segment's name durable: fsync of the file does not cover its directory entry."""
+        try:
+            fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            self._break(f"fsync of the directory {self.directory} failed: {exc}")
 
     def release_empty(self) -> None:
         """Delete the oldest segments while nothing in them is still needed."""

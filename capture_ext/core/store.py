@@ -7,6 +7,12 @@ gets to them. A record is refused only when the spool itself is full (``spool_fu
 
 Without the spool (``CAPTURE_SPOOL_MAX_BYTES=0``, or a spool that cannot be used) records are
 held in memory only, and the memory bound refuses new ones (``buffer_full``).
+
+The store owns sealed batches: it alone changes their bookkeeping (which sinks still need a
+batch, whether it must stay in memory) and releases their memory and spool space. The dispatcher
+takes new batches with :meth:`Store.take_new` and reports back with ``checkout``/``checkin``,
+``pin``/``unpin`` and ``done``, as OpenTelemetry's batch processor owns its queue and exporters
+never touch it.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from capture_ext.core.buffer import MemoryBudget, RecordBuffer, SealedBatch
@@ -23,18 +29,24 @@ from capture_ext.models import Batch, Record
 
 logger = logging.getLogger(__name__)
 
-Enqueue = Callable[[list[SealedBatch], Iterable[str] | None], None]
-
 
 class Store:
-    def __init__(self, buffer: RecordBuffer, budget: MemoryBudget, spool: Spool | None = None) -> None:
+    def __init__(
+        self,
+        buffer: RecordBuffer,
+        budget: MemoryBudget,
+        spool: Spool | None = None,
+        sinks: Iterable[str] = (),
+    ) -> None:
         self.buffer = buffer
         self.budget = budget
         self.spool = spool
+        #: The sinks every new batch is for.
+        self.sinks = tuple(sinks)
         #: Free memory kept after moving batches to disk, so pressure does not cut tiny batches.
         self.headroom = min(buffer.max_bytes, budget.limit // 4)
-        self.enqueue: Enqueue = lambda sealed, sinks: None
         self._hot: dict[int, SealedBatch] = {}
+        self._new: list[SealedBatch] = []
         self._order = itertools.count(1)
         self.evicted = 0
         self.loaded = 0
@@ -91,33 +103,54 @@ class Store:
 
     # -- sealing and handing over --------------------------------------------------------------
     def seal(self) -> list[SealedBatch]:
-        """Seal the buffer into batches, write their seal lines, and give them to the sinks."""
+        """Seal the buffer into batches and write their seal lines; they wait in :meth:`take_new`."""
         sealed = self.buffer.seal()
         for item in sealed:
             item.order = next(self._order)
+            item.waiting = set(self.sinks)
             if self.durable and item.start >= 0:
                 assert self.spool is not None
                 item.location = self.spool.seal(item.batch_id, item.sequence, item.count, item.start, item.end)
             self._hot[item.order] = item
         if sealed and self.spool is not None:
             self.spool.sealed_all()
-        if sealed:
-            self.enqueue(sealed, None)
+        for item in sealed:
+            self._hand_over(item)
         return sealed
 
-    def adopt(self, sinks: list[str]) -> dict[str, int]:
+    def _hand_over(self, sealed: SealedBatch) -> None:
+        if sealed.waiting:
+            self._new.append(sealed)
+        else:
+            self._release(sealed)
+
+    def take_new(self) -> list[SealedBatch]:
+        """Batches sealed or adopted since the last call, each with the sinks that need it."""
+        new, self._new = self._new, []
+        return new
+
+    def has_new(self) -> bool:
+        return bool(self._new)
+
+    def adopt(self) -> dict[str, int]:
         """Queue what dead processes left in the spool; returns the records adopted per sink."""
-        adopted = dict.fromkeys(sinks, 0)
+        adopted = dict.fromkeys(self.sinks, 0)
         if self.spool is None:
             return adopted
+        try:
+            found = self.spool.adopt()
+        except OSError as exc:  # an unreadable shared volume must not fail init
+            logger.error("spool: could not adopt earlier processes' records: %s", exc)
+            return adopted
         batches = 0
-        for item in self.spool.adopt():
-            pending = [name for name in sinks if name not in item.acked]
+        for item in found:
+            pending = {name for name in self.sinks if name not in item.acked}
             if not pending:
                 continue
             sealed = SealedBatch(
                 batch=None,
                 size=item.location.end - item.location.start,
+                waiting=pending,
                 batch_id=item.batch_id,
                 environment_id=item.environment_id,
                 sequence=item.sequence,
@@ -126,7 +159,7 @@ class Store:
                 order=next(self._order),
             )
             self.spool.hold(item.location)
-            self.enqueue([sealed], pending)
+            self._new.append(sealed)
             batches += 1
             self.replayed += item.count
             for name in pending:
@@ -136,12 +169,44 @@ class Store:
             logger.info("spool: replaying %d batches left by an earlier process (%s)", batches, adopted)
         return adopted
 
+    # -- what the dispatcher reports -----------------------------------------------------------
+    def checkout(self, sealed: SealedBatch) -> None:
+        """A sink starts reading or writing ``sealed``: keep it in memory until :meth:`checkin`."""
+        sealed.busy += 1
+
+    def checkin(self, sealed: SealedBatch) -> None:
+        sealed.busy -= 1
+
+    def pin(self, sealed: SealedBatch) -> None:
+        """A sink delivered part of ``sealed``: its retry subset needs the records in memory."""
+        sealed.busy += 1
+
+    def unpin(self, sealed: SealedBatch) -> None:
+        sealed.busy -= 1
+
+    def done(self, sealed: SealedBatch, sink: str) -> None:
+        """``sink`` delivered ``sealed`` (or dropped it for good); idempotent per sink."""
+        if sink not in sealed.waiting:
+            return
+        sealed.waiting.discard(sink)
+        if self.spool is not None and sealed.location is not None:
+            self.spool.ack(sealed.batch_id, sink)
+        if not sealed.waiting:
+            self._release(sealed)
+
+    def _release(self, sealed: SealedBatch) -> None:
+        """No sink needs ``sealed`` any more: free its memory and its spool space."""
+        if sealed.batch is not None and self._hot.pop(sealed.order, None) is not None:
+            self.budget.release(sealed.size)
+        if self.spool is not None and sealed.location is not None:
+            self.spool.release(sealed.location)
+
     async def load(self, sealed: SealedBatch) -> Batch:
         """Read a cold batch back from disk (same id, same records, so the same S3 keys)."""
         assert sealed.location is not None
         records, size = await asyncio.to_thread(Spool.read, sealed.location)
         batch = Batch(sealed.batch_id, sealed.environment_id, sealed.sequence, tuple(records))
-        if sealed.batch is None:  # another sink may have loaded it meanwhile
+        if sealed.batch is None and sealed.waiting:  # another sink may have loaded it meanwhile
             sealed.batch, sealed.size = batch, size
             self.budget.force(size)
             self._hot[sealed.order] = sealed
@@ -149,18 +214,6 @@ class Store:
             if self.budget.used > self.budget.limit:
                 self.relieve()
         return batch
-
-    def acked(self, sealed: SealedBatch, sink: str) -> None:
-        if self.spool is not None and sealed.location is not None:
-            self.spool.ack(sealed.batch_id, sink)
-
-    def release(self, sealed: SealedBatch) -> None:
-        """No sink needs ``sealed`` any more."""
-        if sealed.batch is not None:
-            self.budget.release(sealed.size)
-        self._hot.pop(sealed.order, None)
-        if self.spool is not None and sealed.location is not None:
-            self.spool.release(sealed.location)
 
     def close(self) -> None:
         if self.spool is not None:

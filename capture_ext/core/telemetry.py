@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 
@@ -21,43 +23,92 @@ logger = logging.getLogger(__name__)
 REMEMBERED = 256
 
 
+def _remember(memory: OrderedDict[str, Any], key: str, value: Any = None) -> None:
+    memory[key] = value
+    while len(memory) > REMEMBERED:
+        memory.popitem(last=False)
+
+
 class RuntimeDoneTracker:
-    """Remembers which requests are done, and lets the lifecycle wait for one."""
+    """Remembers which requests are done (and which handlers started), and lets the lifecycle wait.
+
+    Two sources: the platform's ``runtimeDone`` (authoritative) and the client's control lines
+    (``@capture_handler`` sends one when the handler starts and one when it returns).
+    """
 
     def __init__(self) -> None:
         self._done: OrderedDict[str, str] = OrderedDict()
+        self._client_done: OrderedDict[str, None] = OrderedDict()
+        self._started: OrderedDict[str, None] = OrderedDict()
         self._waiters: dict[str, asyncio.Event] = {}
-        #: Whether any handler-done signal was ever seen from the client (the RIE fallback).
+        #: Whether any handler signal was ever seen from the client (the RIE fallback).
         self.client_signals = False
-        self.events_received = 0
-        self.logs_dropped = 0
 
     def mark_done(self, request_id: str, status: str = "success", from_client: bool = False) -> None:
         if from_client:
             self.client_signals = True
-        self._done[request_id] = status
-        while len(self._done) > REMEMBERED:
-            self._done.popitem(last=False)
+            _remember(self._client_done, request_id)
+        else:
+            _remember(self._done, request_id, status)
+        self._wake(request_id)
+
+    def mark_started(self, request_id: str) -> None:
+        self.client_signals = True
+        _remember(self._started, request_id)
+        self._wake(request_id)
+
+    def is_done(self, request_id: str) -> bool:
+        return request_id in self._done or request_id in self._client_done
+
+    def _wake(self, request_id: str) -> None:
         waiter = self._waiters.get(request_id)
         if waiter is not None:
             waiter.set()
 
-    def is_done(self, request_id: str) -> bool:
-        return request_id in self._done
-
-    async def wait(self, request_id: str, timeout: float) -> bool:
-        """Wait until ``request_id`` is done; False on timeout."""
-        if request_id in self._done:
+    async def _until(self, request_id: str, ready: Callable[[], bool], timeout: float) -> bool:
+        if ready():
             return True
+        deadline = asyncio.get_running_loop().time() + max(timeout, 0.0)
         waiter = self._waiters.setdefault(request_id, asyncio.Event())
         try:
-            async with asyncio.timeout(max(timeout, 0.0)):
-                await waiter.wait()
+            while not ready():
+                waiter.clear()
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    return False
+                try:
+                    async with asyncio.timeout(remaining):
+                        await waiter.wait()
+                except TimeoutError:
+                    return ready()
             return True
-        except TimeoutError:
-            return False
         finally:
             self._waiters.pop(request_id, None)
+
+    async def wait(self, request_id: str, timeout: float, client_grace: float | None = None) -> bool:
+        """Wait until ``request_id`` is done; False on timeout.
+
+        ``client_grace`` (telemetry on): only ``runtimeDone`` counts, but once the client has said
+        its handler returned, wait at most this much longer for it (the platform event may be lost).
+        """
+        if client_grace is None:
+            return await self._until(request_id, lambda: self.is_done(request_id), timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(timeout, 0.0)
+        platform_or_client = await self._until(request_id, lambda: self.is_done(request_id), timeout)
+        if not platform_or_client or request_id in self._done:
+            return platform_or_client
+        remaining = min(client_grace, deadline - loop.time())
+        if await self._until(request_id, lambda: request_id in self._done, remaining):
+            return True
+        logger.warning("telemetry: no runtimeDone for %s; going by the client's handler-done line", request_id)
+        return True
+
+    async def wait_started(self, request_id: str, timeout: float) -> bool:
+        """Wait until the client said the handler of ``request_id`` started (or returned)."""
+        return await self._until(
+            request_id, lambda: request_id in self._started or request_id in self._client_done, timeout
+        )
 
     async def handle_http(self, request: Request) -> Response:
         """Telemetry API delivery: a JSON array of ``{time, type, record}``."""
@@ -73,7 +124,6 @@ class RuntimeDoneTracker:
         for event in events:
             if not isinstance(event, dict):
                 continue
-            self.events_received += 1
             record = event.get("record")
             kind = event.get("type")
             if kind == "platform.runtimeDone" and isinstance(record, dict):
@@ -81,6 +131,5 @@ class RuntimeDoneTracker:
                 if isinstance(request_id, str):
                     self.mark_done(request_id, str(record.get("status", "")))
             elif kind == "platform.logsDropped" and isinstance(record, dict):
-                self.logs_dropped += int(record.get("droppedRecords", 0) or 0)
                 logger.warning("telemetry: Lambda dropped %s telemetry records", record.get("droppedRecords"))
         return Response(200, b"")

@@ -2,8 +2,10 @@
 
 A batch is split by the Hive partition of each record's ``captured_at``; each part becomes one
 object whose key is derived from the batch id, so a retry overwrites rather than duplicates.
-When some parts fail, only their records are reported in ``failed_ids``: the dispatcher's
-retry resends exactly those, and they land under the same keys with the same content.
+When some parts fail, their records are reported by position (``failed_indices``): the
+dispatcher's retry resends exactly the failed parts, whole, and they land under the same keys
+with the same content. Client ids could not do this: two records may share an id, and a retry
+that picked a record of a part already written would rewrite that object from the retry alone.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class S3Sink(AwsSink):
         if early is not None:
             return early
         groups = group_by_partition(batch.records, self.function_name)
+        positions = {id(record): index for index, record in enumerate(batch.records)}
         gate = asyncio.Semaphore(MAX_CONCURRENT_PUTS)
         outcomes = await asyncio.gather(
             *(
@@ -78,10 +81,8 @@ class S3Sink(AwsSink):
         first = failed[0][1]
         if len(failed) == len(groups):
             return WriteResult.retryable(first.error or "PutObject failed", (), first.retry_after_s)
-        ids = [str(r.get("inference_id")) for records, _ in failed for r in records]
-        if any(r.get("inference_id") is None for records, _ in failed for r in records):
-            ids = []  # a record without an id cannot be named: resend the whole batch
-        return WriteResult.retryable(first.error or "PutObject failed", ids, first.retry_after_s)
+        indices = sorted(positions[id(r)] for records, _ in failed for r in records)
+        return WriteResult.retryable(first.error or "PutObject failed", (), first.retry_after_s, failed_indices=indices)
 
     async def _put(
         self, client: Any, gate: asyncio.Semaphore, key: str, records: list[Record], batch_id: str

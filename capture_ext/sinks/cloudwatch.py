@@ -103,9 +103,13 @@ def rejected_indices(info: dict[str, Any] | None, count: int) -> set[int]:
     rejected: set[int] = set()
     if "tooNewLogEventStartIndex" in info:
         rejected.update(range(int(info["tooNewLogEventStartIndex"]), count))
-    for key in ("tooOldLogEventEndIndex", "expiredLogEventEndIndex"):
-        if key in info:
-            rejected.update(range(int(info[key]) + 1))
+    # The API reference: tooNewLogEventStartIndex is inclusive, tooOldLogEventEndIndex is
+    # exclusive; expiredLogEventEndIndex says neither, so it is read as inclusive (a needless
+    # resend is a duplicate; the wrong guess the other way would lose an event).
+    if "tooOldLogEventEndIndex" in info:
+        rejected.update(range(int(info["tooOldLogEventEndIndex"])))
+    if "expiredLogEventEndIndex" in info:
+        rejected.update(range(int(info["expiredLogEventEndIndex"]) + 1))
     return rejected
 
 
@@ -156,10 +160,13 @@ class CloudWatchSink(AwsSink):
         return WriteResult.ok()
 
     def _retry(self, error: str, failed: list[Record], batch: Batch, cause: WriteResult | None) -> WriteResult:
+        """Name the records that were not stored by their position in the batch (ids may repeat)."""
         hint = cause.retry_after_s if cause else None
-        if len(failed) >= len(batch.records) or any(r.get("inference_id") is None for r in failed):
+        positions = {id(record): index for index, record in enumerate(batch.records)}
+        indices = sorted({positions[id(record)] for record in failed})
+        if len(indices) >= len(batch.records):
             return WriteResult.retryable(error, (), hint)
-        return WriteResult.retryable(error, [str(r["inference_id"]) for r in failed], hint)
+        return WriteResult.retryable(error, (), hint, failed_indices=indices)
 
     async def _write_stream(
         self, client: Any, stream: str, events: list[LogEvent]

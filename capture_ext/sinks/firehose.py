@@ -7,7 +7,7 @@ Firehose writes to S3 are JSON Lines.
 
 Requests keep the documented limits (500 records, 4 MiB, 1,000 KiB per record; a bigger
 record is replaced by a visibly truncated stand-in). PutRecordBatch succeeds partially: only
-the records with an ``ErrorCode`` are reported back as ``failed_ids`` for the dispatcher to
+the records with an ``ErrorCode`` are reported back as ``failed_indices`` for the dispatcher to
 resend.
 """
 
@@ -108,10 +108,9 @@ class FirehoseSink(AwsSink):
         # Per-record codes are ServiceUnavailableException or InternalFailure: both transient.
         # Debug only: the dispatcher logs the retry with this summary.
         self.logger.debug("%s: %s", self.name, summary)
-        ids = [records[i].get("inference_id") for i in failed]
-        if len(failed) == len(records) or any(i is None for i in ids):
+        if len(set(failed)) >= len(records):
             return WriteResult.retryable(summary)
-        return WriteResult.retryable(summary, [str(i) for i in ids])
+        return WriteResult.retryable(summary, failed_indices=sorted(set(failed)))
 
 
 @hookimpl

@@ -175,6 +175,6 @@ class ModelSink:
 
 def _failed(records: list[dict[str, Any]], positions: list[int], use_indices: bool) -> WriteResult:
     if use_indices and "failed_indices" in WriteResult.__dataclass_fields__:
-        return WriteResult.retryable("model: partial", failed_indices=positions)  # type: ignore[call-arg]
+        return WriteResult.retryable("model: partial", failed_indices=positions)
     ids = [str(records[i].get("inference_id")) for i in positions]
     return WriteResult.retryable("model: partial", ids)

@@ -60,7 +60,7 @@ class SimProcess:
         ledger = Ledger()
         budget = MemoryBudget(config.buffer_max_bytes)
         buffer = RecordBuffer(environment_id, budget, config.flush_max_records, config.flush_max_bytes)
-        store = Store(buffer, budget, spool)
+        store = Store(buffer, budget, spool, sinks=sorted(sinks))
         holder: list[SimProcess] = []
 
         def alive() -> bool:
@@ -70,14 +70,13 @@ class SimProcess:
         dispatcher = Dispatcher(
             proxies,  # type: ignore[arg-type]
             ledger,
-            budget,
+            store,
             config.max_attempts,
             rng=random.Random(seed),
-            store=store,
             breaker_max_s=60.0,
+            fair_budget_s=2.0,
         )
-        store.enqueue = dispatcher.enqueue
-        for name, count in store.adopt(list(proxies)).items():
+        for name, count in store.adopt().items():
             ledger.sink(name).adopted += count
         ledger.replayed = store.replayed
         ingest = Ingest(

@@ -228,7 +228,8 @@ def test_capture_handler_fills_request_id_and_signals_the_end(sock_path, monkeyp
             return "answer"
 
         assert handler({"q": 1}, SimpleNamespace(aws_request_id="req-9")) == "answer"
-        record, done = server.wait_for(2)
+        started, record, done = server.wait_for(3)
+        assert started == {CONTROL_KEY: "start", "request_id": "req-9"}
         assert record["request_id"] == "req-9"
         assert done == {CONTROL_KEY: "done", "request_id": "req-9"}
         assert client_module._request_id.get() is None

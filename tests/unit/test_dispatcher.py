@@ -7,6 +7,7 @@ import time
 from capture_ext.core.buffer import MemoryBudget, RecordBuffer
 from capture_ext.core.dispatcher import Dispatcher
 from capture_ext.core.ledger import Ledger
+from capture_ext.core.store import Store
 from capture_ext.models import Batch, WriteResult
 
 
@@ -50,8 +51,9 @@ def setup(sinks, records=4, max_attempts=5):
     for i in range(records):
         ledger.received += 1
         buffer.add({"inference_id": f"r{i}"}, 10)
-    dispatcher = Dispatcher({s.name: s for s in sinks}, ledger, budget, max_attempts, random.Random(1))
-    dispatcher.enqueue(buffer.seal())
+    store = Store(buffer, budget, sinks=[s.name for s in sinks])
+    dispatcher = Dispatcher({s.name: s for s in sinks}, ledger, store, max_attempts, random.Random(1))
+    store.seal()
     return dispatcher, ledger, budget
 
 

@@ -31,7 +31,9 @@ def test_records_are_written_before_append_returns_with_owner_only_permissions(t
     ends = spool.append([line(1), line(2)])
     assert ends is not None and ends[-1] == spool.active.size
     with open(spool.active.path, "rb") as handle:  # readable by another process right now
-        assert [orjson.loads(x)["sequence"] for x in handle.read().splitlines()] == [1, 2]
+        lines = handle.read().splitlines()
+        assert lines[0].startswith(b"H")  # the header: which batch ids this process had taken
+        assert [orjson.loads(x)["sequence"] for x in lines[1:]] == [1, 2]
     assert stat.S_IMODE(os.stat(tmp_path / "spool").st_mode) == 0o700
     for name in os.listdir(tmp_path / "spool"):
         assert stat.S_IMODE(os.stat(tmp_path / "spool" / name).st_mode) == 0o600, name
@@ -119,3 +121,106 @@ def test_segments_are_deleted_once_every_batch_in_them_and_before_them_is_done(t
     spool.release(location)
     assert not os.path.exists(first_path) and len(spool.segments) == 1
     assert spool.bytes == spool.active.size
+
+
+def seal_all(spool: Spool, sequence: int, count: int, start: int, end: int) -> None:
+    spool.seal(f"{spool.environment_id}-{sequence:08d}", sequence, count, start, end)
+    spool.sealed_all()
+
+
+def test_records_left_unsealed_right_after_a_rotation_never_reuse_a_batch_id(tmp_path):
+    """Regression: the recovered id came from seals *in the newest segment*, which has none right
+    after a rotation, so the records got batch 1's id: batch 1's ack then marked them delivered,
+    their object overwrote batch 1's, and batch 1's own seal was lost."""
+    directory = tmp_path / "spool"
+    spool = open_spool(directory, max_bytes=16384)  # rotates at 2 KiB
+    payload = [line(i) + b" " * 300 for i in range(1, 8)]
+    ends = spool.append(payload)
+    assert ends is not None
+    seal_all(spool, 1, 7, spool.segments[0].size - sum(len(x) + 1 for x in payload), ends[-1])
+    assert len(spool.segments) == 2, "the seal should have rotated the segment"
+    spool.ack("envA-00000001", "s3")  # delivered to s3, not yet to logs
+    spool.append([line(8), line(9), line(10)])  # acknowledged, never sealed
+    die(spool)
+
+    adopter = open_spool(directory, env="envB", max_bytes=16384)
+    found = {a.batch_id: a for a in adopter.adopt()}
+    assert set(found) == {"envA-00000001", "envA-00000002"}
+    assert found["envA-00000001"].acked == {"s3"} and found["envA-00000001"].count == 7
+    assert found["envA-00000002"].acked == frozenset() and found["envA-00000002"].count == 3
+    records, _ = Spool.read(found["envA-00000002"].location)
+    assert [r["sequence"] for r in records] == [8, 9, 10]
+
+
+def test_the_header_keeps_batch_ids_unique_after_older_segments_were_deleted(tmp_path):
+    directory = tmp_path / "spool"
+    spool = open_spool(directory, max_bytes=16384)
+    for sequence in (1, 2):
+        ends = spool.append([line(sequence) + b" " * 1500])
+        assert ends is not None
+        location = spool.seal(f"envA-{sequence:08d}", sequence, 1, ends[-1] - 1501 - len(line(sequence)), ends[-1])
+        spool.sealed_all()
+        assert location is not None
+        spool.release(location)  # every sink done: its segment may go
+    assert [s.index for s in spool.segments] == [2]  # the segment holding batches 1 and 2 is gone
+    spool.append([line(3)])
+    die(spool)
+    adopter = open_spool(directory, env="envB")
+    assert [a.batch_id for a in adopter.adopt()] == ["envA-00000003"]
+
+
+def test_an_adopter_that_unlinks_a_starting_process_lock_cannot_make_it_run_unlocked(tmp_path, monkeypatch):
+    """Regression: B opens its lock file; before B's flock, C locks it, sees no segment and deletes
+    it; B then locked an unlinked file, and a later D adopted B's live segments."""
+    import capture_ext.core.spool as spool_module
+
+    directory = tmp_path / "spool"
+    os.makedirs(directory, mode=0o700)
+    real_flock = spool_module.fcntl.flock
+    interfered: list[bool] = []
+
+    def flock(fd, operation):
+        if not interfered and os.readlink(f"/proc/self/fd/{fd}").endswith("envB.lock"):
+            interfered.append(True)
+            adopter = open_spool(directory, env="envC")
+            assert adopter.adopt() == []  # C locks envB.lock, finds no segment, unlinks it
+            adopter.close()
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(spool_module.fcntl, "flock", flock)
+    live = open_spool(directory, env="envB")
+    monkeypatch.setattr(spool_module.fcntl, "flock", real_flock)
+    assert interfered
+    assert live.append([line(1, "envB")]) is not None
+    late = open_spool(directory, env="envD")
+    assert late.adopt() == []  # B is alive: its lock is on the file at the path
+    assert os.path.exists(live.active.path)
+
+
+def test_a_segment_deleted_between_listing_and_reading_is_skipped(tmp_path, monkeypatch):
+    import capture_ext.core.spool as spool_module
+
+    directory = tmp_path / "spool"
+    dead = open_spool(directory, env="envA")
+    dead.append([line(1)])
+    die(dead)
+    real_listdir = spool_module.os.listdir
+    monkeypatch.setattr(spool_module.os, "listdir", lambda path: [*real_listdir(path), "envA-000042.seg"])
+    adopter = open_spool(directory, env="envB")
+    assert [a.batch_id for a in adopter.adopt()] == ["envA-00000001"]
+
+
+def test_fsync_always_makes_a_new_segment_durable_in_its_directory(tmp_path, monkeypatch):
+    import capture_ext.core.spool as spool_module
+
+    synced: list[str] = []
+    real_fsync = spool_module.os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(spool_module.os, "fsync", fsync)
+    spool = open_spool(tmp_path / "spool", fsync="always")
+    assert str(tmp_path / "spool") in synced  # the directory entry of the first segment
+    assert spool.active.path in synced

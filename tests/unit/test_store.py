@@ -42,9 +42,8 @@ def build(tmp_path, sinks, memory=4000, spool_bytes=10_000_000, env="env"):
     spool = Spool(str(tmp_path / "spool"), spool_bytes, "never", env) if spool_bytes else None
     if spool:
         spool.open()
-    store = Store(buffer, budget, spool)
-    dispatcher = Dispatcher({s.name: s for s in sinks}, ledger, budget, 2, random.Random(0), store=store)
-    store.enqueue = dispatcher.enqueue
+    store = Store(buffer, budget, spool, sinks=[s.name for s in sinks])
+    dispatcher = Dispatcher({s.name: s for s in sinks}, ledger, store, 2, random.Random(0))
     ingest = Ingest(store, ledger, Enricher("f", "1", env), 100_000)
     return ingest, store, dispatcher, ledger
 

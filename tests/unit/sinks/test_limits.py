@@ -69,6 +69,8 @@ def test_rejected_indices() -> None:
     assert rejected_indices(None, 5) == set()
     assert rejected_indices({"tooNewLogEventStartIndex": 3}, 5) == {3, 4}
     assert rejected_indices({"tooOldLogEventEndIndex": 1, "expiredLogEventEndIndex": 2}, 5) == {0, 1, 2}
+    # tooOldLogEventEndIndex is exclusive (the API reference): events 0 and 1 were too old, 2 was stored.
+    assert rejected_indices({"tooOldLogEventEndIndex": 2}, 5) == {0, 1}
 
 
 def test_firehose_planning() -> None:
