@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup lock test lint unit functional integration e2e demo clean example-plugin bench
+.PHONY: setup lock test lint unit functional integration e2e demo clean example-plugin bench sim
 
 setup: $(STAMP)
 
@@ -55,6 +55,13 @@ e2e: setup
 
 demo: setup
 	$(PY) -m capture_ext.testing.demo
+
+# The deterministic simulation of the delivery core (tests/sim; `make test` runs 1,000 seeds).
+# `make sim SEEDS=300` runs seeds 0..299; `make sim SEED=42` replays one seed. A failure prints
+# its seed and a shrunk history with the exact command that replays it.
+SEEDS ?= 300
+sim: setup
+	$(PY) -m tests.sim $(if $(SEED),--seed $(SEED),--seeds $(SEEDS))
 
 # Benchmarks (~10 min) print numbers and assert nothing; results vary 20-30 % on a shared VM.
 # Regenerates docs/benchmarks.md and its plot (bench/run.py; bench/serialize.py runs inside

@@ -234,3 +234,50 @@ async def test_emf_metrics_line_per_flush(tmp_path, capsys):
         directive = metric["_aws"]["CloudWatchMetrics"][0]
         assert directive["Namespace"] == "CaptureExt" and directive["Dimensions"] == [["FunctionName"]]
         assert {m["Name"] for m in directive["Metrics"]} >= {"RecordsReceived", "RecordsDelivered", "FlushDuration"}
+
+
+async def test_a_handler_slower_than_the_flush_timeout_still_gets_a_whole_flush(tmp_path):
+    """Regression: the flush deadline was fixed when INVOKE arrived (now + CAPTURE_FLUSH_TIMEOUT_S,
+    2 s by default), so a handler that thought longer left the flush no time: nothing was written
+    and the breaker of a healthy sink opened."""
+    async with Harness(tmp_path, CAPTURE_FLUSH_INTERVAL_S="0") as h:
+        request_id = await h.api.invoke()
+        h.client.capture(input="slow", request_id=request_id)
+        await asyncio.sleep(2.5)  # the model thinks for longer than the default flush timeout
+        assert read_file_sink(h.out) == [] and not h.api.idle.is_set()
+        await h.api.runtime_done(request_id)
+        await h.api.wait_idle()
+        assert [r["input"] for r in read_file_sink(h.out)] == ["slow"]
+        sink = (await h.health())["sinks"]["file"]
+        assert sink["state"] == "ok" and sink["retried"] == 0
+
+
+async def test_a_lost_runtime_done_flushes_nothing_blames_no_sink_and_returns_before_the_deadline(tmp_path):
+    async with Harness(tmp_path, CAPTURE_FLUSH_INTERVAL_S="0", CAPTURE_SHUTDOWN_MARGIN_MS="100") as h:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await h.api.invoke(timeout_s=1.0)  # runtimeDone for it never comes
+        h.client.capture(input="waits")
+        await h.api.wait_idle(timeout=5)
+        assert loop.time() - started < 1.0  # back in /next before the invoke's deadline
+        assert read_file_sink(h.out) == []
+        sink = (await h.health())["sinks"]["file"]
+        assert sink["state"] == "ok" and sink["retried"] == 0 and sink["buffered"] == 1
+        request_id = await h.api.invoke()
+        await h.api.runtime_done(request_id)
+        await h.api.wait_idle()
+        assert [r["input"] for r in read_file_sink(h.out)] == ["waits"]
+
+
+async def test_without_telemetry_the_first_invoke_waits_for_a_handler_that_said_it_started(tmp_path):
+    """Regression: before any handler-done line was seen the extension waited a fixed 100 ms, so a
+    slower first handler's record missed its own invoke's flush."""
+    async with Harness(tmp_path, telemetry=False, CAPTURE_FLUSH_INTERVAL_S="0") as h:
+        request_id = await h.api.invoke()
+        h.client.handler_started(request_id)
+        await asyncio.sleep(0.3)  # longer than CAPTURE_RUNTIME_DONE_TIMEOUT_MS
+        assert not h.api.idle.is_set()
+        h.client.capture(input="first", request_id=request_id)
+        h.client.handler_done(request_id)
+        await h.api.wait_idle()
+        assert [r["input"] for r in read_file_sink(h.out)] == ["first"]

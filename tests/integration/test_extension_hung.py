@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from capture_ext import client as client_module
 from capture_ext.client import CaptureClient, capture_handler
 from tests.faults.process import ExtensionProcess
 
@@ -22,9 +23,12 @@ class Context:
 
 
 @pytest.mark.parametrize("fate", ["hung", "dead"])
-async def test_the_handler_answers_when_the_extension_is_hung_or_dead(tmp_path: Path, fate: str) -> None:
+async def test_the_handler_answers_when_the_extension_is_hung_or_dead(
+    tmp_path: Path, fate: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ext = await ExtensionProcess(tmp_path, {"CAPTURE_SINKS": "stdout"}).start()
     client = CaptureClient(socket_path=ext.env["CAPTURE_SOCKET"], port=ext.port, timeout_ms=5)
+    monkeypatch.setattr(client_module, "_client", client)  # @capture_handler's start/done lines too
     assert ext.proc is not None
     try:
         client.capture(input="warm-up")  # connected before the trouble starts
@@ -42,8 +46,19 @@ async def test_the_handler_answers_when_the_extension_is_hung_or_dead(tmp_path: 
             assert handler({"n": n}, Context()) == {"statusCode": 200, "body": "42"}
             assert isinstance(client.capture(input=n), str)
         assert client.stats["errors"] == 0
+        records, lines = 1 + 300 + 300, 1 + 300 * 4  # each handler call also sends a start and a done line
+        queued = bytes(client._outbox).count(b"\n")
+        # Every line is sent, queued for later or dropped and counted: none vanishes.
+        assert client.stats["sent"] + client.stats["http"] + client.stats["dropped"] + queued == lines
+        assert client.stats["dropped"] == 0 and queued > 0  # the outbox (4 MiB) held what the socket could not
         if fate == "hung":
-            assert client.stats["dropped"] > 0 or client.stats["sent"] > 0
+            ext.proc.send_signal(signal.SIGCONT)
+            for _ in range(200):  # once the extension runs again, the outbox drains to it
+                if client.flush(50) and not client._outbox:
+                    break
+            assert not client._outbox
+            health = await ext.health()
+            assert health["received"] == records, health
     finally:
         if fate == "hung":
             ext.proc.send_signal(signal.SIGCONT)

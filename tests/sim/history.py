@@ -41,6 +41,8 @@ class Outcome:
     ops: list[Op]
     violations: list[str]
     steps: int = 0
+    #: What the sinks hold at the end: equal for equal seeds (the run is deterministic).
+    fingerprint: str = ""
 
     @property
     def ok(self) -> bool:
@@ -125,7 +127,16 @@ class Simulation:
             self._reap()
             self.loop.close()
             shutil.rmtree(self.directory, ignore_errors=True)
-        return Outcome(self.seed, self.ops, list(self.model.violations), steps)
+        return Outcome(self.seed, self.ops, list(self.model.violations), steps, self.fingerprint())
+
+    def fingerprint(self) -> str:
+        import hashlib
+
+        digest = hashlib.sha256()
+        for name, sink in sorted(self.sinks.items()):
+            digest.update(repr((name, sorted(sink.objects.items()), sorted(sink.appended), sink.writes)).encode())
+        digest.update(repr((sorted(self.model.acknowledged), self.clock.now)).encode())
+        return digest.hexdigest()[:16]
 
     def live(self) -> list[SimProcess]:
         return [p for p in self.processes if p.alive]
@@ -246,7 +257,7 @@ class Simulation:
             if shape < 0.8:
                 record["output"] = {"answer": "a", "score": rng.random()}
         if rng.random() < 0.85:
-            record["inference_id"] = rng.choice(ID_POOL) if rng.random() < 0.5 else f"id-{uid}"
+            record["inference_id"] = rng.choice(ID_POOL) if rng.random() < 0.7 else f"id-{uid}"
         stamp = rng.random()
         if stamp < 0.3:
             record["timestamp"] = int(self.clock.wall() * 1000)
@@ -284,8 +295,15 @@ class Simulation:
             return orjson.dumps({"input": {"uid": uid}, "inference_id": 5})
         return orjson.dumps({"input": {"uid": uid}, "timestamp": "9999-12-31T23:59:59-01:00"})
 
+    def near_hour_edge(self, rng: random.Random) -> None:
+        """Sometimes move to just before an hour boundary: the next batch spans two partitions."""
+        if rng.random() < 0.5:
+            self.clock.advance(3600.0 - self.clock.wall() % 3600.0 - rng.uniform(0.1, 2.0))
+        else:
+            self.clock.advance(rng.choice((0.0, 0.5, 2.0)))
+
     def socket(self, process: SimProcess, rng: random.Random) -> None:
-        self.clock.advance(rng.choice((0.0, 0.5, 2.0)))
+        self.near_hour_edge(rng)
         lines: list[tuple[bytes, int | None, bool]] = []  # (line, uid, is a record line)
         for _ in range(rng.randrange(1, 12)):
             roll = rng.random()
@@ -343,7 +361,7 @@ class Simulation:
                 self.model.excuse(uid, None)
 
     def http(self, process: SimProcess, rng: random.Random) -> None:
-        self.clock.advance(rng.choice((0.0, 0.5, 2.0)))
+        self.near_hour_edge(rng)
         records = [self.valid_record(rng) for _ in range(rng.randrange(1, 5))]
         hostile = rng.random() < 0.25
         control = rng.random() < 0.1

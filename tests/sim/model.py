@@ -106,6 +106,13 @@ class ModelSink:
     async def write(self, batch: Batch, alive: Any) -> WriteResult:
         self.writes += 1
         answer = self._answer()
+        if (
+            self.kind == "s3"
+            and self.profile != "healthy"
+            and len(group_by_partition(batch.records, self.function_name)) > 1
+            and self.rng.random() < 0.5
+        ):
+            answer = "partial"  # per-prefix throttling (503 SlowDown) fails one partition's PUT
         latency = self.rng.choice((0.0, 0.0, 0.001, 0.02, 0.2))
         if latency:
             await asyncio.sleep(latency)

@@ -259,3 +259,36 @@ def test_importing_the_client_and_package_stays_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf", "1e400", "99999", "0", "9009.5", "port"])
+def test_a_bad_capture_port_never_raises_into_the_handler(value, monkeypatch, tmp_path):
+    """Regression: CAPTURE_PORT=inf raised OverflowError (nan: ValueError) out of capture()."""
+    monkeypatch.setenv("CAPTURE_PORT", value)
+    monkeypatch.setenv("CAPTURE_SOCKET", str(tmp_path / "absent.sock"))
+    monkeypatch.setattr(client_module, "_client", None)
+    try:
+        assert client_module.capture(input="q", inference_id="abc") == "abc"
+        assert client_module.get_client().port == client_module.DEFAULT_PORT
+    finally:
+        if client_module._client is not None:
+            client_module._client.close()
+        monkeypatch.setattr(client_module, "_client", None)
+
+
+def test_integers_beyond_64_bits_are_sent_as_their_exact_digits(sock_path, monkeypatch):
+    """Regression: orjson cannot write them, and the record was silently dropped (a TypeError)."""
+    server = LineServer(sock_path)
+    client = CaptureClient(socket_path=sock_path, port=free_port())
+    try:
+        client.capture(input={"big": 10**22 + 1, "small": -(2**63), "nested": [2**64, {"x": -(2**70)}]})
+        (line,) = server.wait_for(1)
+        assert line["input"] == {
+            "big": "10000000000000000000001",
+            "small": -(2**63),
+            "nested": ["18446744073709551616", {"x": str(-(2**70))}],
+        }
+        assert client.stats["errors"] == 0
+    finally:
+        client.close()
+        server.stop()

@@ -133,3 +133,22 @@ async def test_close_reaches_every_sink():
     dispatcher, _, _ = setup([a, b])
     await dispatcher.close(1.0)
     assert a.closed and b.closed
+
+
+def test_failed_indices_pick_exactly_those_records():
+    from capture_ext.core.dispatcher import failed_part
+
+    batch = Batch("env-1", "env", 1, tuple({"inference_id": "same", "n": n} for n in range(5)))
+    retry = failed_part(batch, WriteResult.retryable("x", failed_indices=[3, 1, 3]))
+    assert [r["n"] for r in retry.records] == [1, 3] and retry.attempt == 2
+
+
+def test_failed_ids_shared_by_several_records_retry_the_whole_batch():
+    """Regression: a retry by a shared id also picked records of parts that had succeeded."""
+    from capture_ext.core.dispatcher import failed_part
+
+    records = ({"inference_id": "a", "n": 0}, {"inference_id": "b", "n": 1}, {"inference_id": "a", "n": 2})
+    batch = Batch("env-1", "env", 1, records)
+    assert len(failed_part(batch, WriteResult.retryable("x", failed_ids=["a"]))) == 3
+    assert [r["n"] for r in failed_part(batch, WriteResult.retryable("x", failed_ids=["b"])).records] == [1]
+    assert len(failed_part(batch, WriteResult.retryable("x", failed_indices=[7]))) == 3  # out of range: all

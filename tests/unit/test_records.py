@@ -107,3 +107,38 @@ def test_rfc3339_ms_matches_datetime_for_any_instant():
     instants += [1.0009995, 1.9999996, 2693889213.6799994, 0.0]  # rounding edges, the cache's second change
     for instant in instants:
         assert rfc3339_ms(instant) == reference(instant), instant
+
+
+def test_years_before_1000_are_four_digit_rfc3339():
+    assert rfc3339_ms(-30610310400.0) == "0999-12-31T00:00:00.000Z"
+    assert normalize({"input": 1, "timestamp": "0042-03-04T05:06:07.5Z"})["timestamp"] == "0042-03-04T05:06:07.500Z"
+
+
+@pytest.mark.parametrize("stamp", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_a_timestamp_that_leaves_the_calendar_in_utc_is_a_clear_400(stamp):
+    """Regression: the offset overflowed after parsing and an OverflowError escaped ingest."""
+    with pytest.raises(RecordError, match="timestamp': out of range"):
+        normalize({"input": 1, "timestamp": stamp})
+
+
+def test_integers_beyond_64_bits_keep_their_exact_digits():
+    """Regression: orjson read 10000000000000000000001 as the float 1e+22."""
+    (record,) = parse_body(b'{"input": {"n": 10000000000000000000001, "m": -9223372036854775809, "k": 7}}', "", 10**6)
+    assert record["input"] == {"n": "10000000000000000000001", "m": "-9223372036854775809", "k": 7}
+    lines = parse_body(b'{"input": 18446744073709551615}\n{"input": 1.5}\n', "application/x-ndjson", 10**6)
+    assert [r["input"] for r in lines] == [18446744073709551615, 1.5]
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"input": 1, "tenant": "a", "metadata": {"tenant": "b"}}, "'tenant'"),
+        ({"input": 1, "sequence": 5, "metadata": {"client_sequence": 6}}, "'sequence'"),
+    ],
+)
+def test_a_top_level_field_never_overwrites_metadata_or_is_overwritten(raw, field):
+    """Regression: {**extra, **metadata} let metadata's key silently replace the top-level field."""
+    with pytest.raises(RecordError, match=f"field {field} is sent at the top level and as metadata"):
+        normalize(raw)
+    kept = normalize({"input": 1, "tenant": "a", "sequence": 5, "metadata": {"region": "eu"}})["metadata"]
+    assert kept == {"region": "eu", "tenant": "a", "client_sequence": 5}
