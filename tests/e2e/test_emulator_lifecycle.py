@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from capture_ext.testing.emulator import Faults
+from capture_ext.emulator import Faults
 from tests.e2e.fixtures.emulator_helpers import TASK_ROOT, events, notes, write_probe
 
 pytestmark = pytest.mark.timeout(60)

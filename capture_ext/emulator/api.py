@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from capture_ext.testing.emulator.environment import Sandbox
-from capture_ext.testing.emulator.model import MAX_RESPONSE_BYTES, ApiError
-from capture_ext.testing.emulator.telemetry import SubscriptionError
+from capture_ext.emulator.environment import Sandbox
+from capture_ext.emulator.model import MAX_RESPONSE_BYTES, ApiError
+from capture_ext.emulator.telemetry import SubscriptionError
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from capture_ext.testing.emulator.calls import ApiCalls
-from capture_ext.testing.emulator.model import (
+from capture_ext.emulator.calls import ApiCalls
+from capture_ext.emulator.model import (
     Agent,
     EmulatorConfig,
     Invocation,
@@ -34,13 +34,13 @@ from capture_ext.testing.emulator.model import (
     SandboxFailure,
     ShutdownReport,
 )
-from capture_ext.testing.emulator.processes import (
+from capture_ext.emulator.processes import (
     ProcessSet,
     SandboxProcess,
     discover_extensions,
     extension_environment,
 )
-from capture_ext.testing.emulator.telemetry import TelemetryHub
+from capture_ext.emulator.telemetry import TelemetryHub
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from capture_ext.testing.emulator.telemetry import Faults as TelemetryFaults
+from capture_ext.emulator.telemetry import Faults as TelemetryFaults
 
 MAX_RESPONSE_BYTES = 6 * 1024 * 1024 + 100  # RIE's limit on a runtime response (6 MiB plus framing slack)
 MAX_EXTENSIONS = 10

@@ -26,9 +26,9 @@ from typing import Any
 
 from aiohttp import web
 
-from capture_ext.testing.emulator.api import LambdaApi, serve
-from capture_ext.testing.emulator.environment import Sandbox, epoch_ms
-from capture_ext.testing.emulator.model import (
+from capture_ext.emulator.api import LambdaApi, serve
+from capture_ext.emulator.environment import Sandbox, epoch_ms
+from capture_ext.emulator.model import (
     EmulatorConfig,
     Invocation,
     InvokeResult,
@@ -36,7 +36,7 @@ from capture_ext.testing.emulator.model import (
     SandboxFailure,
     ShutdownReport,
 )
-from capture_ext.testing.emulator.telemetry import Delivery
+from capture_ext.emulator.telemetry import Delivery
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""``capture-ext local`` / ``python -m capture_ext.testing.emulator``: the function, its extensions
+"""``capture-ext local`` / ``python -m capture_ext.emulator``: the function, its extensions
 and an API Gateway front on localhost, serving until Ctrl-C, then a SHUTDOWN as Lambda sends it."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import signal
 import sys
 from pathlib import Path
 
-from capture_ext.testing.emulator.apigw import ApiGatewayFront
-from capture_ext.testing.emulator.emulator import LambdaEmulator
-from capture_ext.testing.emulator.model import Faults, SandboxFailure
+from capture_ext.emulator.apigw import ApiGatewayFront
+from capture_ext.emulator.emulator import LambdaEmulator
+from capture_ext.emulator.model import Faults, SandboxFailure
 
 log = logging.getLogger("capture_ext.local")
 

@@ -20,8 +20,8 @@ from typing import Any
 
 from aiohttp import web
 
-from capture_ext.testing.emulator.api import serve
-from capture_ext.testing.emulator.emulator import LambdaEmulator
+from capture_ext.emulator.api import serve
+from capture_ext.emulator.emulator import LambdaEmulator
 
 log = logging.getLogger(__name__)
 
