@@ -85,7 +85,9 @@ class ApiCalls:
         self._notify()
         meta = {"functionName": self.cfg.function_name, "functionVersion": self.cfg.function_version,
                 "handler": self.cfg.handler}  # fmt: skip
-        if "accountId" in [f.strip() for f in accept_features.split(",")]:
+        if self.cfg.rie:  # RIE answers with an empty handler and ignores Accept-Feature
+            meta["handler"] = ""
+        elif "accountId" in [f.strip() for f in accept_features.split(",")]:
             meta["accountId"] = self.cfg.account_id
         return agent, meta
 
