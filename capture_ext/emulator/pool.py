@@ -5,8 +5,8 @@ is initialised for the next request, up to the concurrency limit; beyond it, req
 Each environment here is a ``LambdaEmulator`` of its own (its own Runtime API server, runtime,
 extension processes) with a private ``/tmp``: on Lambda every environment has its own ``/tmp``
 and its own loopback, so two capture-ext extensions never share a socket, a spool or a port.
-On one machine that is emulated by giving each environment its own directory (``TMPDIR``, and
-every configured value under ``/tmp`` moved into it) and its own free ``CAPTURE_PORT``.
+On one machine that is emulated by giving each environment its own directory (``TMPDIR``,
+capture-ext's socket and spool) and its own free ``CAPTURE_PORT``.
 """
 
 from __future__ import annotations
@@ -29,12 +29,11 @@ from capture_ext.emulator.model import EmulatorConfig, InvokeResult, Reply, Shut
 
 log = logging.getLogger(__name__)
 
-# capture-ext's own paths under /tmp, given explicitly so each environment's land in its private /tmp.
-_PRIVATE_DEFAULTS = {
-    "CAPTURE_SOCKET": "capture-ext.sock",
-    "CAPTURE_SPOOL_DIR": "capture-ext-spool",
-    "CAPTURE_FILE_DIR": "capture-ext/files",
-}
+# capture-ext's defaults under /tmp, moved into each environment's private /tmp. The socket and the
+# spool can never be shared; a file sink folder the user names may be (file names carry the
+# environment id), so only its default moves.
+_PRIVATE = {"CAPTURE_SOCKET": "capture-ext.sock", "CAPTURE_SPOOL_DIR": "capture-ext-spool"}
+_PRIVATE_DEFAULTS = {"CAPTURE_FILE_DIR": "capture-ext/files"}
 
 
 def free_port() -> int:
@@ -44,17 +43,21 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def private_env(env: dict[str, str], tmp: Path, *, keep_port: bool) -> dict[str, str]:
-    """``env`` as one environment sees it: ``/tmp`` is ``tmp``, and the ingest port is its own."""
-    out: dict[str, str] = {}
-    for key, value in env.items():
-        if value == "/tmp" or value.startswith("/tmp/"):
-            value = str(tmp / value[len("/tmp/") :]) if value != "/tmp" else str(tmp)
-        out[key] = value
+def private_env(env: dict[str, str], tmp: Path, *, shared: bool) -> dict[str, str]:
+    """``env`` as one environment sees it: its own ``TMPDIR``, socket, spool and ingest port.
+
+    With ``shared`` False (more than one environment) values the user gave for the socket, spool
+    and port are replaced too, keeping the file name, since two environments cannot share them.
+    """
+    out = dict(env)
+    for key, name in _PRIVATE.items():
+        given = env.get(key)
+        if given is None or not shared:
+            out[key] = str(tmp / (Path(given).name if given else name))
     for key, name in _PRIVATE_DEFAULTS.items():
         out.setdefault(key, str(tmp / name))
     out["TMPDIR"] = str(tmp)
-    if not (keep_port and "CAPTURE_PORT" in env):
+    if not (shared and "CAPTURE_PORT" in env):
         out["CAPTURE_PORT"] = str(free_port())
     return out
 
@@ -123,7 +126,7 @@ class EnvironmentPool:
     async def _new_environment(self) -> Environment:
         index = len(self.environments)
         tmp = Path(tempfile.mkdtemp(prefix=f"capture-ext-env{index}-"))
-        env = private_env(self._env, tmp, keep_port=self.concurrency == 1)
+        env = private_env(self._env, tmp, shared=self.concurrency == 1)
         port = self._first_port if index == 0 else 0
         emu = LambdaEmulator(*self._args, env, runtime_api_port=port, **self._options)
         slot = Environment(index, emu, tmp, busy=True)
