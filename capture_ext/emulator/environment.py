@@ -1,6 +1,6 @@
 """One execution environment (a "sandbox") and its lifecycle: init, invoke, freeze, reset, shutdown.
 
-The rules are Lambda's, as collected in ``shared/reference/lambda-protocol.md`` §4 and §10:
+The rules are Lambda's (docs/emulator.md, "Rules it enforces"):
 extensions start first and the runtime only once all of them registered; an invoke's response
 goes back to the caller as soon as the runtime posts it, but the invoke ends (and the sandbox
 freezes) only when the runtime and every INVOKE subscriber wait in ``/next`` again; a timeout,

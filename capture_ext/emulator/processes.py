@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 LineSink = Callable[["SandboxProcess", str, str], None]
 ExitSink = Callable[["SandboxProcess"], None]
 
-# What Lambda removes from the function's environment before starting an extension [EXT].
+# What Lambda removes from the function's environment before starting an extension (docs/emulator.md).
 _EXTENSION_DROPPED = frozenset(
     {
         "AWS_EXECUTION_ENV",
