@@ -21,8 +21,11 @@ def _run(argv: list[str]) -> int:
 
 
 def _local(argv: list[str]) -> int:
-    from capture_ext.emulator.cli import main as local_main
-
+    try:
+        from capture_ext.emulator.cli import main as local_main
+    except ModuleNotFoundError as exc:  # aiohttp / awslambdaric come with the testing extra
+        print(f"capture-ext local: error: needs {exc.name}: pip install 'capture-ext[testing]'", file=sys.stderr)
+        return 2
     return local_main(argv)
 
 
