@@ -75,7 +75,7 @@ def model_dir(full_size: bool) -> Path:
 
 def emulator(handler: str, env: dict[str, str], extension: str | None, tmp: str, **options: Any) -> Any:
     """A ``LambdaEmulator`` for ``handler`` (not started), single-threaded torch, generous init."""
-    from capture_ext.testing.emulator import LambdaEmulator
+    from capture_ext.emulator import LambdaEmulator
 
     work = tempfile.mkdtemp(dir=tmp)
     base = {

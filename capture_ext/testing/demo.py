@@ -95,7 +95,7 @@ class Environment:
     """One emulated function behind its own API Gateway front, and what its callers saw."""
 
     def __init__(self, label: str, env: dict[str, str], ext_dir: Path | None) -> None:
-        from capture_ext.testing.emulator import LambdaEmulator
+        from capture_ext.emulator import LambdaEmulator
 
         self.label = label
         self.emu = LambdaEmulator("inference_fn.app.handler", REPO, ext_dir, env, function_name=FUNCTION,
@@ -105,7 +105,7 @@ class Environment:
         self.url = ""
 
     async def start(self) -> None:
-        from capture_ext.testing.emulator.apigw import ApiGatewayFront
+        from capture_ext.emulator.apigw import ApiGatewayFront
 
         await self.emu.start()
         self.front = ApiGatewayFront(self.emu)

@@ -61,11 +61,11 @@ def aws(aws_env: dict[str, str]) -> "AwsHelper":
     return AwsHelper(aws_env["AWS_ENDPOINT_URL"], aws_env["AWS_REGION"])
 
 
-# -- local Lambda (capture_ext.testing.emulator) ----------------------------------------------
+# -- local Lambda (capture_ext.emulator) ----------------------------------------------
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
-    from capture_ext.testing.emulator import LambdaEmulator
+    from capture_ext.emulator import LambdaEmulator
 
 
 @pytest_asyncio.fixture
@@ -75,7 +75,7 @@ async def lambda_emulator() -> "AsyncIterator[Callable[..., Awaitable[LambdaEmul
     Takes ``LambdaEmulator``'s arguments. Every emulator made is shut down (SHUTDOWN, then SIGKILL
     of whatever is left) and its API server stopped when the test ends, even when it fails.
     """
-    from capture_ext.testing.emulator import LambdaEmulator
+    from capture_ext.emulator import LambdaEmulator
 
     started: list[LambdaEmulator] = []
 

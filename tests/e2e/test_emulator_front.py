@@ -11,7 +11,7 @@ import sys
 import aiohttp
 import pytest
 
-from capture_ext.testing.emulator.apigw import ApiGatewayFront
+from capture_ext.emulator.apigw import ApiGatewayFront
 from tests.e2e.fixtures.emulator_helpers import TASK_ROOT, events, write_probe
 
 pytestmark = pytest.mark.timeout(60)
@@ -54,7 +54,7 @@ async def test_cli_serves_until_sigint_then_sends_shutdown(tmp_path):
     out, ext = tmp_path / "out", tmp_path / "ext"
     write_probe(ext, "probe", out)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "capture_ext.testing.emulator", "--handler", "fn.proxy", "--task-root", str(TASK_ROOT),
+        sys.executable, "-m", "capture_ext.emulator", "--handler", "fn.proxy", "--task-root", str(TASK_ROOT),
         "--extensions-dir", str(ext), "--port", "0", "--runtime-api-port", "0",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from capture_ext.testing.emulator import Faults
+from capture_ext.emulator import Faults
 from tests.e2e.fixtures.emulator_helpers import TASK_ROOT, events, notes, write_probe
 
 pytestmark = pytest.mark.timeout(60)
@@ -167,4 +167,7 @@ async def test_init_over_its_limit_is_retried_once_under_the_function_timeout(la
     assert result.ok and result.payload["event"] == {"n": 1}
     assert [e["record"]["phase"] for e in emu.events("platform.initStart")] == ["init", "invoke"]
     assert [r.reason for r in emu.resets] == ["timeout"]
-    assert len(notes(out, "probe", "started")) == 2
+    # Two environments each launched the probe; the first may be killed before its Python even
+    # starts on a loaded machine, so count launches, not the probe's own notes.
+    assert [sorted(box.launched) for box in emu.environments] == [["probe"], ["probe"]]
+    assert len(notes(out, "probe", "registered")) == 1  # only the retry lived long enough to register

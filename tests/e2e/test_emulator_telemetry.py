@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from capture_ext.testing.emulator import Faults, TelemetryFaults
+from capture_ext.emulator import Faults, TelemetryFaults
 from tests.e2e.fixtures.emulator_helpers import TASK_ROOT, notes, telemetry, write_probe
 
 pytestmark = pytest.mark.timeout(60)

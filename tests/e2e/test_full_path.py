@@ -15,8 +15,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from capture_ext.testing.emulator import Faults, LambdaEmulator
-from capture_ext.testing.emulator.apigw import ApiGatewayFront
+from capture_ext.emulator import Faults, LambdaEmulator
+from capture_ext.emulator.apigw import ApiGatewayFront
 from tests.e2e.fixtures.full_stack import (
     BUCKET,
     FUNCTION,

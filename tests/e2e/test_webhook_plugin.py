@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from capture_ext.testing.emulator import LambdaEmulator
+from capture_ext.emulator import LambdaEmulator
 from capture_ext.testing.net import free_port
 from tests.e2e.fixtures.full_stack import REPO, install_extension
 from tests.fakes.webhook import WebhookReceiver

@@ -4,7 +4,7 @@ It speaks the real wire protocol (paths, headers, status codes, error bodies of
 ``shared/reference/lambda-protocol.md`` §1–2) for one extension, and lets a test play the
 platform's part: send INVOKE, deliver ``platform.runtimeDone``, send SHUTDOWN, and see when the
 extension is back in ``/next``. The full emulator (runtime, freeze, resets) lives in
-``capture_ext.testing.emulator``; this fake keeps functional tests in-process and fast.
+``capture_ext.emulator``; this fake keeps functional tests in-process and fast.
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """A local API Gateway (REST API, Lambda proxy integration) in front of the emulator.
 
+In front of a pool, requests go to a free environment (a new one when all are busy), as
+Lambda's front end does, and ``GET /_emulator/health`` shows each idle environment's capture-ext
+health, thawing it for the call.
+
 It makes the README's ``curl -X POST .../nlp-qa`` work against localhost: each request becomes
 an API Gateway proxy event (payload format 1.0), the function's ``{statusCode, headers, body}``
 becomes the HTTP answer, and like API Gateway it answers as soon as the function responded,
@@ -20,12 +24,14 @@ from typing import Any
 
 from aiohttp import web
 
-from capture_ext.testing.emulator.api import serve
-from capture_ext.testing.emulator.emulator import LambdaEmulator
+from capture_ext.emulator.api import serve
+from capture_ext.emulator.emulator import LambdaEmulator
+from capture_ext.emulator.pool import EnvironmentPool
 
 log = logging.getLogger(__name__)
 
 INVOKE_PATH = "/2015-03-31/functions/function/invocations"
+HEALTH_PATH = "/_emulator/health"
 
 
 def proxy_event(request: web.Request, body: bytes, resource: str, stage: str, account_id: str) -> dict[str, Any]:
@@ -93,7 +99,10 @@ class ApiGatewayFront:
     """``POST /nlp-qa`` (or any routes given) → one invoke of the emulated function."""
 
     def __init__(
-        self, emulator: LambdaEmulator, routes: Sequence[tuple[str, str]] = (("POST", "/nlp-qa"),), stage: str = "Prod"
+        self,
+        emulator: LambdaEmulator | EnvironmentPool,
+        routes: Sequence[tuple[str, str]] = (("POST", "/nlp-qa"),),
+        stage: str = "Prod",
     ) -> None:
         self.emulator, self.routes, self.stage = emulator, tuple(routes), stage
         self._runner: web.AppRunner | None = None
@@ -105,7 +114,13 @@ class ApiGatewayFront:
         for method, path in self.routes:
             app.router.add_route(method, path, self._proxy(path))
         app.router.add_post(INVOKE_PATH, self._direct)
+        if isinstance(self.emulator, EnvironmentPool):
+            app.router.add_get(HEALTH_PATH, self._health)
         return app
+
+    async def _health(self, request: web.Request) -> web.Response:
+        assert isinstance(self.emulator, EnvironmentPool)
+        return web.json_response({"environments": await self.emulator.health()})
 
     async def start(self, port: int = 0) -> str:
         self._runner, bound = await serve(self.app(), port)
@@ -134,7 +149,7 @@ class ApiGatewayFront:
             except ValueError:
                 payload = None
             response = proxy_response(payload)
-            response.headers["x-amzn-RequestId"] = pending.invocation.request_id
+            response.headers["x-amzn-RequestId"] = pending.request_id
             return response
 
         return handle
@@ -142,7 +157,11 @@ class ApiGatewayFront:
     async def _direct(self, request: web.Request) -> web.Response:
         pending = self.emulator.start_invoke(await request.read())
         reply = await pending.response()
-        headers = {"x-amzn-RequestId": pending.invocation.request_id}
+        headers = {"x-amzn-RequestId": pending.request_id}
+        if self.emulator.config.rie:  # RIE answers as plain text, 502 for a crash, and flags no function error
+            status = 502 if reply.status == "failure" else 200
+            return web.Response(status=status, body=reply.body, headers=headers, content_type="text/plain",
+                                charset="utf-8")  # fmt: skip
         if reply.status != "success":
             headers["X-Amz-Function-Error"] = "Unhandled"
         return web.Response(body=reply.body, headers=headers, content_type="application/json")

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 LineSink = Callable[["SandboxProcess", str, str], None]
 ExitSink = Callable[["SandboxProcess"], None]
 
-# What Lambda removes from the function's environment before starting an extension [EXT].
+# What Lambda removes from the function's environment before starting an extension (docs/emulator.md).
 _EXTENSION_DROPPED = frozenset(
     {
         "AWS_EXECUTION_ENV",
@@ -38,8 +38,13 @@ _EXTENSION_DROPPED = frozenset(
 )
 
 
-def extension_environment(function_env: Mapping[str, str]) -> dict[str, str]:
-    """The function's environment as Lambda hands it to extensions: minus the runtime-only keys and every ``_*``."""
+def extension_environment(function_env: Mapping[str, str], *, rie: bool = False) -> dict[str, str]:
+    """The function's environment as Lambda hands it to extensions: minus the runtime-only keys and every ``_*``.
+
+    RIE only withholds ``_HANDLER``: an extension there sees everything RIE was started with.
+    """
+    if rie:
+        return {k: v for k, v in function_env.items() if k != "_HANDLER"}
     return {k: v for k, v in function_env.items() if k not in _EXTENSION_DROPPED and not k.startswith("_")}
 
 

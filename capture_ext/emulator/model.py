@@ -11,10 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from capture_ext.testing.emulator.telemetry import Faults as TelemetryFaults
+from capture_ext.emulator.telemetry import Faults as TelemetryFaults
 
 MAX_RESPONSE_BYTES = 6 * 1024 * 1024 + 100  # RIE's limit on a runtime response (6 MiB plus framing slack)
 MAX_EXTENSIONS = 10
+RIE_ACCOUNT_ID = "012345678912"  # the account in every ARN AWS's RIE hands out
+RIE_SHUTDOWN_REASON = "SandboxTerminated"  # RIE's SHUTDOWN reason when it is stopped
+RIE_RESET_REASONS = {"failure": "ReleaseFail"}  # RIE's SHUTDOWN reason after a crash (Lambda: "failure")
 KillMoment = Literal["init", "invoke", "response", "frozen"]
 
 
@@ -56,9 +59,14 @@ class EmulatorConfig:
     python: str = sys.executable
     inherit_env: tuple[str, ...] = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONDONTWRITEBYTECODE")
     faults: Faults = field(default_factory=Faults)
+    # Behave as AWS's Runtime Interface Emulator does, observable difference by difference
+    # (docs/emulator.md, "RIE mode"): implies telemetry="stub" and freeze=False.
+    rie: bool = False
 
     def __post_init__(self) -> None:
         self.task_root = Path(self.task_root)
+        if self.rie:
+            self.telemetry, self.freeze, self.account_id = "stub", False, RIE_ACCOUNT_ID
         if self.extensions_dir is not None:
             self.extensions_dir = Path(self.extensions_dir)
         if self.telemetry not in ("on", "stub"):

@@ -14,7 +14,7 @@ import time
 import uuid
 from typing import Any
 
-from capture_ext.testing.emulator.model import (
+from capture_ext.emulator.model import (
     MAX_EXTENSIONS,
     MAX_RESPONSE_BYTES,
     Agent,
@@ -24,8 +24,8 @@ from capture_ext.testing.emulator.model import (
     Reply,
     SandboxFailure,
 )
-from capture_ext.testing.emulator.processes import SandboxProcess
-from capture_ext.testing.emulator.telemetry import TelemetryHub
+from capture_ext.emulator.processes import SandboxProcess
+from capture_ext.emulator.telemetry import TelemetryHub
 
 EVENTS = frozenset({"INVOKE", "SHUTDOWN"})
 
@@ -85,7 +85,9 @@ class ApiCalls:
         self._notify()
         meta = {"functionName": self.cfg.function_name, "functionVersion": self.cfg.function_version,
                 "handler": self.cfg.handler}  # fmt: skip
-        if "accountId" in [f.strip() for f in accept_features.split(",")]:
+        if self.cfg.rie:  # RIE answers with an empty handler and ignores Accept-Feature
+            meta["handler"] = ""
+        elif "accountId" in [f.strip() for f in accept_features.split(",")]:
             meta["accountId"] = self.cfg.account_id
         return agent, meta
 

@@ -5,10 +5,10 @@ soon as the runtime responds, and SIGSTOPs the sandbox between invokes, so an ex
 here as it would on Lambda. See ``LambdaEmulator``.
 """
 
-from capture_ext.testing.emulator.emulator import LambdaEmulator, PendingInvoke
-from capture_ext.testing.emulator.model import EmulatorConfig, Faults, InvokeResult, Reply, ShutdownReport
-from capture_ext.testing.emulator.telemetry import Delivery
-from capture_ext.testing.emulator.telemetry import Faults as TelemetryFaults
+from capture_ext.emulator.emulator import LambdaEmulator, PendingInvoke
+from capture_ext.emulator.model import EmulatorConfig, Faults, InvokeResult, Reply, ShutdownReport
+from capture_ext.emulator.telemetry import Delivery
+from capture_ext.emulator.telemetry import Faults as TelemetryFaults
 
 __all__ = [
     "Delivery",

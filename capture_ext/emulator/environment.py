@@ -1,6 +1,6 @@
 """One execution environment (a "sandbox") and its lifecycle: init, invoke, freeze, reset, shutdown.
 
-The rules are Lambda's, as collected in ``shared/reference/lambda-protocol.md`` §4 and §10:
+The rules are Lambda's (docs/emulator.md, "Rules it enforces"):
 extensions start first and the runtime only once all of them registered; an invoke's response
 goes back to the caller as soon as the runtime posts it, but the invoke ends (and the sandbox
 freezes) only when the runtime and every INVOKE subscriber wait in ``/next`` again; a timeout,
@@ -24,8 +24,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from capture_ext.testing.emulator.calls import ApiCalls
-from capture_ext.testing.emulator.model import (
+from capture_ext.emulator.calls import ApiCalls
+from capture_ext.emulator.model import (
+    RIE_RESET_REASONS,
     Agent,
     EmulatorConfig,
     Invocation,
@@ -34,13 +35,13 @@ from capture_ext.testing.emulator.model import (
     SandboxFailure,
     ShutdownReport,
 )
-from capture_ext.testing.emulator.processes import (
+from capture_ext.emulator.processes import (
     ProcessSet,
     SandboxProcess,
     discover_extensions,
     extension_environment,
 )
-from capture_ext.testing.emulator.telemetry import TelemetryHub
+from capture_ext.emulator.telemetry import TelemetryHub
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,27 @@ def epoch_ms() -> int:
 
 
 def function_environment(cfg: EmulatorConfig, runtime_api: str) -> dict[str, str]:
-    """The variables Lambda sets for a Python function, then the function's own configuration."""
+    """The variables Lambda sets for a Python function, then the function's own configuration.
+
+    In RIE mode the whole environment of the emulator is inherited and only the variables RIE
+    itself sets are added, as RIE starts its children with its own environment.
+    """
+    if cfg.rie:
+        day = datetime.now(UTC).strftime("%Y/%m/%d")
+        env = dict(os.environ)
+        env.update(
+            {
+                "AWS_LAMBDA_FUNCTION_NAME": cfg.function_name,
+                "AWS_LAMBDA_FUNCTION_VERSION": cfg.function_version,
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(cfg.memory_mb),
+                "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{cfg.function_name}",
+                "AWS_LAMBDA_LOG_STREAM_NAME": f"{day}/[{cfg.function_version}]{uuid.uuid4().hex}",
+                "AWS_LAMBDA_RUNTIME_API": runtime_api,
+                "_HANDLER": cfg.handler,
+            }
+        )
+        env.update(cfg.env)
+        return env
     env = {k: os.environ[k] for k in cfg.inherit_env if k in os.environ}
     day = datetime.now(UTC).strftime("%Y/%m/%d")
     env.update(
@@ -145,7 +166,7 @@ class Sandbox(ApiCalls):
         )  # fmt: skip
         deadline = loop.time() + limit_s
         try:
-            ext_env = extension_environment(self.function_env)
+            ext_env = extension_environment(self.function_env, rie=cfg.rie)
             for path in discover_extensions(cfg.extensions_dir):
                 self.launched[path.name] = await self.procs.start(path.name, "extension", [str(path)], ext_env)
             await self._until(lambda: set(self.launched) <= {a.name for a in self.agents.values()}, deadline)
@@ -191,6 +212,8 @@ class Sandbox(ApiCalls):
         )
         event = {"eventType": "INVOKE", "deadlineMs": inv.deadline_ms, "requestId": inv.request_id,
                  "invokedFunctionArn": self.cfg.function_arn, "tracing": tracing}  # fmt: skip
+        if self.cfg.rie:  # RIE has no X-Ray: its INVOKE events carry no tracing
+            del event["tracing"]
         for agent in self.agents.values():
             if "INVOKE" in agent.events:
                 agent.deliver(event)
@@ -306,7 +329,8 @@ class Sandbox(ApiCalls):
                 rt.kill()
             await rt.wait(1.0)
         notified = []
-        event = {"eventType": "SHUTDOWN", "shutdownReason": reason, "deadlineMs": deadline_ms}
+        shown = RIE_RESET_REASONS.get(reason, reason) if cfg.rie else reason
+        event = {"eventType": "SHUTDOWN", "shutdownReason": shown, "deadlineMs": deadline_ms}
         for agent in self.agents.values():
             ext = self.launched.get(agent.name)
             if agent.external and "SHUTDOWN" in agent.events and ext is not None and ext.alive:

@@ -20,15 +20,17 @@ import json
 import logging
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
-from capture_ext.testing.emulator.api import LambdaApi, serve
-from capture_ext.testing.emulator.environment import Sandbox, epoch_ms
-from capture_ext.testing.emulator.model import (
+from capture_ext.emulator.api import LambdaApi, serve
+from capture_ext.emulator.environment import Sandbox, epoch_ms
+from capture_ext.emulator.model import (
+    RIE_SHUTDOWN_REASON,
     EmulatorConfig,
     Invocation,
     InvokeResult,
@@ -36,24 +38,39 @@ from capture_ext.testing.emulator.model import (
     SandboxFailure,
     ShutdownReport,
 )
-from capture_ext.testing.emulator.telemetry import Delivery
+from capture_ext.emulator.telemetry import Delivery
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class PendingInvoke:
     """An invoke in flight: the early answer (what the caller of Lambda sees) and the full result."""
 
-    def __init__(self, inv: Invocation, task: asyncio.Task[InvokeResult]) -> None:
+    def __init__(self, inv: Invocation, task: asyncio.Task[InvokeResult], *, hold: bool = False) -> None:
         self.invocation, self._task, self.submitted_at = inv, task, time.monotonic()
+        self._hold = hold
 
     async def response(self) -> Reply:
-        """The runtime's answer, as soon as it is posted (extensions may still be working)."""
+        """The runtime's answer, as soon as it is posted (extensions may still be working).
+
+        In RIE mode (``hold``) it comes only once the invoke is over, every extension back in
+        ``/next``, since that is when RIE answers its caller.
+        """
+        if self._hold:
+            await asyncio.wait({self._task})
+            if not self.invocation.reply.done():
+                self._task.result()
+            return self.invocation.reply.result()
         waiters: set[asyncio.Future[Any]] = {self.invocation.reply, self._task}
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         if self._task.done() and not self.invocation.reply.done():
             self._task.result()  # re-raise an emulator error
         return self.invocation.reply.result()
+
+    @property
+    def request_id(self) -> str:
+        return self.invocation.request_id
 
     def done(self) -> bool:
         """True once the whole invoke is over (the phase ended or the environment was reset)."""
@@ -182,7 +199,7 @@ class LambdaEmulator:
             inv.request_id = request_id
         if client_context is not None:
             inv.client_context = json.dumps(client_context)
-        return PendingInvoke(inv, asyncio.create_task(self._run_invoke(inv)))
+        return PendingInvoke(inv, asyncio.create_task(self._run_invoke(inv)), hold=self.config.rie)
 
     async def invoke(self, event: Any, **kwargs: Any) -> InvokeResult:
         """Invoke and wait for the end of the invoke phase (timings included)."""
@@ -191,6 +208,8 @@ class LambdaEmulator:
     async def _run_invoke(self, inv: Invocation) -> InvokeResult:
         async with self._lock:
             submitted = time.monotonic()
+            if self.config.rie:  # RIE starts the environment inside the first invoke: its deadline includes init
+                inv.deadline_ms = epoch_ms() + int(self.config.timeout_s * 1000)
             try:
                 box = await self._ready_sandbox()
                 if box.failure is not None:  # it failed between its init and this invoke: start afresh
@@ -204,7 +223,8 @@ class LambdaEmulator:
                 self.results.append(result)
                 return result
             self._invokes += 1
-            inv.deadline_ms = epoch_ms() + int(self.config.timeout_s * 1000)
+            if not self.config.rie:
+                inv.deadline_ms = epoch_ms() + int(self.config.timeout_s * 1000)
             root = f"1-{int(time.time()):08x}-{inv.request_id.replace('-', '')[:24]}"
             inv.trace_id = f"Root={root};Parent={inv.request_id.replace('-', '')[:16]};Sampled=0"
             result = await box.invoke(inv)
@@ -213,6 +233,24 @@ class LambdaEmulator:
                 await self._retire(box, result.reset_reason or "failure")
             return result
 
+    async def thawed(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run ``call`` with the idle environment thawed, then freeze it again (a look between invokes).
+
+        No invoke starts meanwhile, and telemetry stays paused: only the processes run.
+        """
+        async with self._lock:
+            box = self.sandbox
+            frozen = box is not None and box.state == "ready" and box.procs.frozen
+            if box is None or box.state != "ready":
+                raise RuntimeError("no initialised environment is idle")
+            if frozen:
+                box.procs.thaw()
+            try:
+                return await call()
+            finally:
+                if frozen and box.state == "ready":
+                    box.procs.freeze()
+
     async def idle(self) -> None:
         """Wait until no invoke is in flight (the last one's extensions are back in ``/next``)."""
         async with self._lock:
@@ -220,7 +258,12 @@ class LambdaEmulator:
 
     # -- shutdown and faults ------------------------------------------------------------------
     async def shutdown(self, reason: str = "spindown") -> ShutdownReport | None:
-        """End the current environment with a SHUTDOWN event; None when none is running."""
+        """End the current environment with a SHUTDOWN event; None when none is running.
+
+        In RIE mode a spindown is what RIE sends when it is stopped: ``SandboxTerminated``.
+        """
+        if self.config.rie and reason == "spindown":
+            reason = RIE_SHUTDOWN_REASON
         async with self._lock:
             box = self.sandbox
             if box is None:

@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from capture_ext.testing.emulator.environment import Sandbox
-from capture_ext.testing.emulator.model import MAX_RESPONSE_BYTES, ApiError
-from capture_ext.testing.emulator.telemetry import SubscriptionError
+from capture_ext.emulator.environment import Sandbox
+from capture_ext.emulator.model import MAX_RESPONSE_BYTES, ApiError
+from capture_ext.emulator.telemetry import SubscriptionError
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,8 @@ class LambdaApi:
         box = self.sandbox()
         agent = box.agent(request.headers.get("Lambda-Extension-Identifier"))
         event = await box.next_event(agent)
+        if box.cfg.rie and event.get("eventType") == "SHUTDOWN":  # RIE sends SHUTDOWN without an event id
+            return web.json_response(event)
         return web.json_response(event, headers={"Lambda-Extension-Event-Identifier": str(uuid.uuid4())})
 
     async def _agent_error(self, request: web.Request, kind: str) -> web.Response:
