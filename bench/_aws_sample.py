@@ -1,6 +1,6 @@
 """The AWS sample's capture path, re-implemented from its description, as the baseline to beat.
 
-aws-samples/aws-lambda-ml-monitoring (shared/reference/lambda-protocol.md §7): the handler calls
+aws-samples/aws-lambda-ml-monitoring (described in docs/benchmarks.md): the handler calls
 ``requests.post`` twice per invoke (``{type: INPUTS, ...}`` then ``{type: RESULTS, ...}``), with no
 session, no timeout, to a stdlib ``HTTPServer`` the extension runs in a thread; the server merges
 both halves into a dict keyed by request id. Reproduced faithfully except for the bind address

@@ -176,7 +176,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "CAPTURE_FLUSH_TIMEOUT_S",
         "2",
-        "Longest a flush after an invoke may take (billed time); what is left waits for the next flush.",
+        "Longest a flush after an invoke may take (billed time), counted from when the runtime is done with the "
+        "invoke and never past the invoke's deadline; what is left waits for the next flush.",
         _non_negative_float,
         "flush_timeout_s",
     ),
@@ -249,14 +250,15 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "CAPTURE_SHUTDOWN_MARGIN_MS",
         "300",
-        "Safety margin kept before the SHUTDOWN deadline; the drain stops this early.",
+        "Safety margin kept before a deadline: the SHUTDOWN drain, and a flush after an invoke, stop this early.",
         _non_negative_float,
         "shutdown_margin_ms",
     ),
     Variable(
         "CAPTURE_RUNTIME_DONE_TIMEOUT_MS",
         "100",
-        "Without telemetry (as under AWS's RIE) how long a due flush waits for the handler before flushing anyway.",
+        "Without telemetry (as under AWS's RIE): how long a due flush waits for the client's handler-start line "
+        "(`@capture_handler`) before assuming no done line will come and flushing anyway.",
         _non_negative_float,
         "runtime_done_timeout_ms",
     ),

@@ -1,6 +1,7 @@
 """Clients for the Lambda Extensions API (2020-01-01) and Telemetry API (2022-07-01).
 
-See ``shared/reference/lambda-protocol.md`` §1–2. ``/next`` is a long poll with no client timeout.
+The rules it follows are listed in docs/emulator.md, "Rules it enforces". ``/next`` is a long
+poll with no client timeout.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A small, protocol-faithful fake of the Lambda Extensions and Telemetry APIs, driven by tests.
 
 It speaks the real wire protocol (paths, headers, status codes, error bodies of
-``shared/reference/lambda-protocol.md`` §1–2) for one extension, and lets a test play the
+docs/emulator.md, "Rules it enforces") for one extension, and lets a test play the
 platform's part: send INVOKE, deliver ``platform.runtimeDone``, send SHUTDOWN, and see when the
 extension is back in ``/next``. The full emulator (runtime, freeze, resets) lives in
 ``capture_ext.emulator``; this fake keeps functional tests in-process and fast.

@@ -199,3 +199,12 @@ def test_hooks_md_prepare_example_works() -> None:
     untouched = {"input": "plain text", "metadata": {}}
     plugins.prepare_record(untouched)
     assert untouched == {"input": "plain text", "metadata": {}}
+
+
+def test_every_test_the_guarantees_cite_exists() -> None:
+    """A promise is only as good as the test that proves it: a cited test that is gone proves nothing."""
+    root = Path(__file__).resolve().parents[2]
+    cited = set(re.findall(r"`(tests/[\w/]+\.py)`", read("guarantees.md")))
+    assert cited, "docs/guarantees.md cites no test"
+    missing = sorted(path for path in cited if not (root / path).is_file())
+    assert not missing, f"docs/guarantees.md cites tests that do not exist: {missing}"
