@@ -1,8 +1,9 @@
 """The extension's life on one asyncio loop: register, serve, flush after invokes, drain on SHUTDOWN.
 
-Flush policy (docs/architecture.md, "Lifecycle of an execution environment"): when an INVOKE arrives and a flush is due, wait until the runtime has
-finished that invoke (``platform.runtimeDone``, or the client's handler-done line where telemetry
-is unavailable), flush, then go back to ``/next``. When no flush is due, go straight back to
+Flush policy (docs/architecture.md, "Lifecycle of an execution environment"): when an INVOKE
+arrives and a flush is due, wait until the runtime has finished that invoke
+(``platform.runtimeDone``, or the client's handler-done line where telemetry is unavailable),
+flush, then go back to ``/next``. When no flush is due, go straight back to
 ``/next``: the invoke then costs no billed time at all. Nothing ever runs on a timer, because
 Lambda freezes the environment between invokes.
 """
