@@ -347,6 +347,9 @@ class SinkContract:
             assert result.error, f"{breakage}: a failed WriteResult must say why"
             ids = {r["inference_id"] for r in records}
             assert set(result.failed_ids) <= ids, f"{breakage}: failed_ids names records not in the batch"
+            assert all(0 <= i < len(records) for i in result.failed_indices), (
+                f"{breakage}: failed_indices {result.failed_indices} are not positions in the batch"
+            )
             await self.write_ok(sink, self.batch(records, sequence=2, attempt=2))
         await self.assert_stored(records, exactly_once=self.idempotent)
 
