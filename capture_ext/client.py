@@ -41,6 +41,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from capture_ext import wire
+
 try:  # optional accelerator: 20x faster serialisation when present
     import orjson as _orjson
 except ImportError:  # pragma: no cover - exercised when orjson is absent
@@ -50,13 +52,13 @@ logger = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-DEFAULT_SOCKET = "/tmp/capture-ext.sock"
-DEFAULT_PORT = 9009
+DEFAULT_SOCKET = wire.SOCKET_PATH
+DEFAULT_PORT = wire.PORT
 #: Largest body the HTTP fallback sends at once (well under the extension's request cap).
 HTTP_BODY_BYTES = 1024 * 1024
-#: Control line sent by :func:`capture_handler` when the handler returns, so the extension knows
-#: the handler is done even where the Telemetry API is unavailable (AWS's RIE).
-CONTROL_KEY = "_capture_ext"
+#: Control lines sent by :func:`capture_handler` when the handler starts and returns, so the
+#: extension knows when the handler is done even where the Telemetry API is unavailable (AWS's RIE).
+CONTROL_KEY = wire.CONTROL_KEY
 
 _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("capture_request_id", default=None)
 
@@ -360,7 +362,9 @@ class CaptureClient:
                 self._http.timeout = timeout
                 if self._http.sock is not None:
                     self._http.sock.settimeout(timeout)
-            self._http.request("POST", "/v1/records?partial=1", body, {"Content-Type": "application/x-ndjson"})
+            self._http.request(
+                "POST", f"/v1/records?{wire.PARTIAL_QUERY}", body, {"Content-Type": "application/x-ndjson"}
+            )
             response = self._http.getresponse()
             data = response.read()
         except (OSError, http.client.HTTPException):
@@ -376,7 +380,7 @@ class CaptureClient:
     def handler_done(self, request_id: str | None) -> None:
         """Tell the extension the handler returned (its fallback when telemetry is unavailable)."""
         if request_id:
-            self.send_line(_dumps({CONTROL_KEY: "done", "request_id": request_id}) + b"\n")
+            self.send_line(_dumps({CONTROL_KEY: wire.CONTROL_DONE, "request_id": request_id}) + b"\n")
 
     def handler_started(self, request_id: str | None) -> None:
         """Tell the extension a handler-done line will follow for this request.
@@ -385,7 +389,7 @@ class CaptureClient:
         instead of guessing a fixed time on an invoke where a flush is due.
         """
         if request_id:
-            self.send_line(_dumps({CONTROL_KEY: "start", "request_id": request_id}) + b"\n")
+            self.send_line(_dumps({CONTROL_KEY: wire.CONTROL_START, "request_id": request_id}) + b"\n")
 
 
 _client: CaptureClient | None = None

@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from capture_ext import wire
+
 logger = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
@@ -212,10 +214,10 @@ VARIABLES: tuple[Variable, ...] = (
         _fraction,
         "sample_rate",
     ),
-    Variable("CAPTURE_PORT", "9009", "Loopback TCP port of the HTTP ingest endpoint.", _port, "port"),
+    Variable("CAPTURE_PORT", str(wire.PORT), "Loopback TCP port of the HTTP ingest endpoint.", _port, "port"),
     Variable(
         "CAPTURE_SOCKET",
-        "/tmp/capture-ext.sock",
+        wire.SOCKET_PATH,
         "Unix socket of the fast local transport used by `capture_ext.client`.",
         str,
         "socket_path",
@@ -343,7 +345,7 @@ class Settings:
     max_request_bytes: int = 6 * MIB
     sample_rate: float = 1.0
     port: int = 9009
-    socket_path: str = "/tmp/capture-ext.sock"
+    socket_path: str = wire.SOCKET_PATH
     client_timeout_ms: float = 5.0
     warmup: str = "init"
     strict: bool = False

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -21,11 +21,12 @@ from capture_ext.core.ledger import Ledger
 from capture_ext.core.records import Enricher, RecordError, loads_exact, normalize, parse_body
 from capture_ext.core.redact import Redactor
 from capture_ext.core.store import Store
+from capture_ext.wire import CONTROL_DONE, CONTROL_KEY, CONTROL_START, PARTIAL_QUERY
+
+if TYPE_CHECKING:
+    from capture_ext.core.sink_setup import PrepareHook
 
 logger = logging.getLogger(__name__)
-
-CONTROL_KEY = "_capture_ext"
-PrepareHook = Callable[[dict[str, Any]], None]
 
 
 def _json(status: int, payload: dict[str, Any]) -> Response:
@@ -130,7 +131,7 @@ class Ingest:
 
     def _post_records(self, request: Request) -> Response:
         content_type = request.headers.get("content-type", "application/json")
-        if _query_flag(request.path, "partial"):
+        if _query_flag(request.path, PARTIAL_QUERY.split("=", 1)[0]):
             return self._post_lines(request.body)
         try:
             parsed = parse_body(request.body, content_type, self.max_record_bytes)
@@ -208,9 +209,9 @@ class Ingest:
         request_id = item.get("request_id")
         if isinstance(request_id, str) and request_id:
             kind = item.get(CONTROL_KEY)
-            if kind == "done" and self.on_handler_done is not None:
+            if kind == CONTROL_DONE and self.on_handler_done is not None:
                 self.on_handler_done(request_id)
-            elif kind == "start" and self.on_handler_started is not None:
+            elif kind == CONTROL_START and self.on_handler_started is not None:
                 self.on_handler_started(request_id)
         return True
 
