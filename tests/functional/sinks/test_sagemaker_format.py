@@ -53,7 +53,7 @@ class EventData:
     def __init__(self, data: dict[str, Any]) -> None:
         self.encoding = data.get("encoding")
         self.data = data.get("data")
-        self.observedContentType = data.get("observedContentType")  # noqa: N815 - the guide's name
+        self.observedContentType = data.get("observedContentType")  # the guide spells it so
         self.mode = data.get("mode")
 
 
