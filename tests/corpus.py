@@ -89,6 +89,7 @@ def awkward_records(seed: int = SEED, count: int = COUNT) -> list[dict[str, Any]
         elif kind == 6:  # unknown top-level fields move into metadata
             record["user_agent"] = "Mozilla/5.0 ‮RTL override‬"
             record["Tenant"] = "top-level Tenant"
+            record["sequence"] = "the client's own"  # the extension's field name: kept as client_sequence
         elif kind == 7:
             record["input"] = {"question": "\u2028\u2029\u0000" * 5, "context": "\x00" * 3 + "end"}
         if i in (11, 23):  # big strings: 280 KB and 900 KB (under the 1 MiB record limit)
@@ -106,8 +107,8 @@ def expected(sent: dict[str, Any]) -> dict[str, Any]:
     """What the extension stores for a record ``sent`` by a client (before enrichment)."""
     metadata = dict(sent.get("metadata") or {})
     extra = {k: v for k, v in sent.items() if k not in KNOWN}
-    if extra:
-        metadata = {**extra, **metadata}
+    if extra:  # after the client's own metadata; names of the extension's fields get a client_ prefix
+        metadata = {**metadata, **{f"client_{k}" if k in ENRICHED else k: v for k, v in extra.items()}}
     model = sent.get("model")
     if isinstance(model, str):
         model = {"name": model, "version": None}
@@ -126,6 +127,7 @@ def expected(sent: dict[str, Any]) -> dict[str, Any]:
 
 
 KNOWN = frozenset({"input", "output", "inference_id", "request_id", "model", "timestamp", "latency_ms", "metadata"})
+ENRICHED = frozenset({"function_name", "function_version", "environment_id", "captured_at", "sequence"})
 
 
 def depends_on_item4(value: Any) -> bool:
