@@ -124,9 +124,18 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "CAPTURE_JSONL_FORMAT",
         "capture",
-        "`capture` (enriched records) or `sagemaker` (SageMaker Data Capture schema) for `s3_jsonl`.",
+        "`capture` (enriched records, under `jsonl/`) or `sagemaker` (SageMaker Data Capture schema, under "
+        "`sagemaker/`) for `s3_jsonl`.",
         _choice("capture", "sagemaker"),
         "jsonl_format",
+    ),
+    Variable(
+        "CAPTURE_SAGEMAKER_LAYOUT",
+        "hive",
+        "Key layout of `CAPTURE_JSONL_FORMAT=sagemaker`: `hive` (`function=/dt=/hour=/<batch>.jsonl.gz`) or "
+        "`sagemaker` (SageMaker's `<function>/AllTraffic/yyyy/mm/dd/hh/<batch>.jsonl`, uncompressed).",
+        _choice("hive", "sagemaker"),
+        "sagemaker_layout",
     ),
     Variable(
         "CAPTURE_LOG_GROUP",
@@ -332,6 +341,7 @@ class Settings:
     s3_bucket: str = ""
     s3_prefix: str = "inference-capture"
     jsonl_format: str = "capture"
+    sagemaker_layout: str = "hive"
     log_group: str = ""
     log_group_create: bool = True
     firehose_stream: str = ""

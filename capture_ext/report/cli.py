@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="capture prefix: s3://bucket/prefix or a local folder (holding jsonl/ and/or parquet/, or one of them)",
     )
-    src.add_argument("--format", choices=("auto", "jsonl", "parquet"), default="auto")
+    src.add_argument("--format", choices=("auto", "jsonl", "parquet", "sagemaker"), default="auto")
     src.add_argument("--function", help="only this function (the function= partition)")
     src.add_argument("--start", type=_arg(parse_time), help="window start, ISO 8601 (UTC if no offset)")
     src.add_argument("--end", type=_arg(parse_time), help="window end (exclusive); default: now when --last is used")
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     base = p.add_argument_group("baseline (default: the older half of the current window's records)")
     base.add_argument("--baseline", metavar="STATISTICS_JSON", help="statistics.json from an earlier report")
     base.add_argument("--baseline-data", metavar="URI", help="another capture prefix (default: --data)")
-    base.add_argument("--baseline-format", choices=("auto", "jsonl", "parquet"), default="auto")
+    base.add_argument("--baseline-format", choices=("auto", "jsonl", "parquet", "sagemaker"), default="auto")
     base.add_argument("--baseline-start", type=_arg(parse_time))
     base.add_argument("--baseline-end", type=_arg(parse_time))
     tests = p.add_argument_group("tests")

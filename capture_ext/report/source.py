@@ -25,8 +25,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("jsonl", "parquet")
-SUFFIXES = {"jsonl": (".jsonl.gz", ".jsonl"), "parquet": (".parquet",)}
+#: Format folders in order of preference: Parquet is the cheaper read. ``sagemaker/`` holds the
+#: ``s3_jsonl`` sink's SageMaker-schema lines (Hive layout only).
+FORMATS = ("parquet", "jsonl", "sagemaker")
+SUFFIXES = {"jsonl": (".jsonl.gz", ".jsonl"), "sagemaker": (".jsonl.gz", ".jsonl"), "parquet": (".parquet",)}
 # Our sinks file a record under the hour of its own captured_at, but a SageMaker-format line
 # carries the client's timestamp, and other writers (Firehose, copies) may file by arrival
 # time: widen the pruned range by this so those records are still found, then filter exactly.
@@ -115,9 +117,8 @@ def locate(fs: pyarrow.fs.FileSystem, path: str, fmt: str) -> tuple[str, str]:
         want = " or ".join(f"{path}/{f}/" for f in candidates)
         raise SourceError(f"no captured data: expected {want}")
     if len(found) > 1:
-        # Both sinks may have captured the same records; Parquet is the cheaper read.
-        log.info("both jsonl/ and parquet/ exist under %s; reading parquet (use --format to choose)", path)
-        return f"{path}/parquet", "parquet"
+        # Several sinks may have captured the same records; read the first in order of preference.
+        log.info("%s exist under %s; reading %s", " and ".join(f"{f}/" for f in found), path, found[0])
     return f"{path}/{found[0]}", found[0]
 
 

@@ -7,13 +7,15 @@ of adding a duplicate next to it: at-least-once delivery with exactly one object
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from capture_ext.models import Record
 
 #: Hive partition columns of the S3 layouts, in key order.
 PARTITION_COLUMNS = ("function", "dt", "hour")
+#: The production-variant segment of the SageMaker layout: SageMaker's default variant name.
+SAGEMAKER_VARIANT = "AllTraffic"
 
 
 def captured_at(record: Record) -> datetime:
@@ -57,17 +59,30 @@ def partition_path(function_name: str, moment: datetime) -> str:
     return f"function={safe_segment(function_name)}/dt={moment:%Y-%m-%d}/hour={moment:%H}"
 
 
+def sagemaker_partition_path(function_name: str, moment: datetime) -> str:
+    """``<endpoint>/<variant>/yyyy/mm/dd/hh``: SageMaker Data Capture's own key layout.
+
+    The function plays the endpoint and :data:`SAGEMAKER_VARIANT` the variant, so tooling that
+    walks ``<destination>/<endpoint>/<variant>/yyyy/mm/dd/hh/*.jsonl`` finds the files.
+    """
+    return f"{safe_segment(function_name)}/{SAGEMAKER_VARIANT}/{moment:%Y/%m/%d/%H}"
+
+
 def object_key(prefix: str, fmt: str, partition: str, batch_id: str, extension: str) -> str:
     """``<prefix>/<fmt>/<partition>/<batch_id>.<extension>`` (no leading slash for an empty prefix)."""
     parts = [p for p in (prefix.strip("/"), fmt, partition, f"{safe_segment(batch_id)}.{extension}") if p]
     return "/".join(parts)
 
 
-def group_by_partition(records: Iterable[Record], function_name: str) -> dict[str, list[Record]]:
-    """Records grouped by their Hive partition, each group keeping the batch order."""
+def group_by_partition(
+    records: Iterable[Record],
+    function_name: str,
+    partition: Callable[[str, datetime], str] = partition_path,
+) -> dict[str, list[Record]]:
+    """Records grouped by their partition (Hive by default), each group keeping the batch order."""
     groups: dict[str, list[Record]] = {}
     for record in records:
-        groups.setdefault(partition_path(function_name, captured_at(record)), []).append(record)
+        groups.setdefault(partition(function_name, captured_at(record)), []).append(record)
     return groups
 
 

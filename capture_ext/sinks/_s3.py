@@ -17,7 +17,7 @@ from typing import Any
 from capture_ext.core.config import ConfigError, Settings
 from capture_ext.models import Batch, Outcome, Record, SinkContext, WriteResult
 from capture_ext.sinks._aws import AwsSink, ErrorReporter, LazyClient, error_code
-from capture_ext.sinks._layout import group_by_partition, object_key
+from capture_ext.sinks._layout import group_by_partition, object_key, partition_path
 
 #: Objects of one batch uploaded at once; a batch rarely spans more than two hours.
 MAX_CONCURRENT_PUTS = 8
@@ -26,10 +26,12 @@ MAX_CONCURRENT_PUTS = 8
 class S3Sink(AwsSink):
     """Base of ``s3_jsonl`` and ``s3_parquet``: subclasses only say how to encode records."""
 
-    #: ``jsonl`` or ``parquet``: the layout folder under the prefix.
+    #: ``jsonl``, ``sagemaker`` or ``parquet``: the layout folder under the prefix.
     fmt = ""
     extension = ""
     content_type = "application/octet-stream"
+    #: (function name, capture time) -> the key segments between the folder and the file name.
+    partition = staticmethod(partition_path)
 
     def __init__(self, ctx: SinkContext) -> None:
         settings = ctx.settings or Settings.from_env(ctx.env)
@@ -63,7 +65,7 @@ class S3Sink(AwsSink):
         client, early = await self._client_for(batch, action="s3:PutObject", resource=self._resource())
         if early is not None:
             return early
-        groups = group_by_partition(batch.records, self.function_name)
+        groups = group_by_partition(batch.records, self.function_name, self.partition)
         positions = {id(record): index for index, record in enumerate(batch.records)}
         gate = asyncio.Semaphore(MAX_CONCURRENT_PUTS)
         outcomes = await asyncio.gather(

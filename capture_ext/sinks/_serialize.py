@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from capture_ext.models import Record
+from capture_ext.sinks._layout import captured_at, parse_time
 
 #: gzip level 3, not zlib's default 6: on 1 KB QA records (bench/serialize.py) level 3 takes
 #: 11.6 ms per 1,000 records against 28 ms for level 6, for objects 13 % larger (0.209 vs 0.185
@@ -76,36 +77,50 @@ def event_id(record: Record) -> str:
     return str(uuid.uuid5(_EVENT_NAMESPACE, key))
 
 
+def sagemaker_time(record: Record) -> str:
+    """``inferenceTime`` as SageMaker writes it: UTC, whole seconds, ``Z`` (``2019-11-20T23:33:12Z``).
+
+    Every sample AWS publishes has whole seconds; readers that parse it with a seconds-only
+    pattern would reject milliseconds. The exact time stays in the ``capture`` and Parquet formats.
+    """
+    moment = parse_time(record.get("timestamp")) or captured_at(record)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _capture_part(value: Any, mode: str) -> dict[str, Any]:
+    return {"observedContentType": "application/json", "mode": mode, "data": dumps(value).decode(), "encoding": "JSON"}
+
+
 def sagemaker_record(record: Record) -> dict[str, Any]:
     """One line of the SageMaker Data Capture schema (``eventVersion`` "0").
 
     ``data`` holds the JSON text of the payload with ``encoding`` JSON, which is what SageMaker
     writes for ``application/json`` traffic listed in ``JsonContentTypes``; Model Monitor's
-    analyzers parse it back. Fields SageMaker has no place for (model, latency, metadata) are
-    not written: use the default ``capture`` format when they matter.
+    analyzers parse it back. Both ``endpointInput`` and ``endpointOutput`` are always written,
+    as SageMaker does in Input+Output mode: a missing or null payload is the JSON text ``null``,
+    because tooling written for SageMaker (the preprocessing-record classes of the developer
+    guide among it) reads ``.data`` of both without checking. Fields SageMaker has no place for
+    (model, latency, metadata) are not written: use the default ``capture`` format when they matter.
     """
-    capture: dict[str, Any] = {}
-    for field, name, mode in (("input", "endpointInput", "INPUT"), ("output", "endpointOutput", "OUTPUT")):
-        if record.get(field) is not None:
-            capture[name] = {
-                "observedContentType": "application/json",
-                "mode": mode,
-                "data": dumps(record[field]).decode(),
-                "encoding": "JSON",
-            }
-    metadata: dict[str, Any] = {
-        "eventId": event_id(record),
-        "inferenceTime": record.get("timestamp") or record.get("captured_at"),
+    capture = {
+        "endpointInput": _capture_part(record.get("input"), "INPUT"),
+        "endpointOutput": _capture_part(record.get("output"), "OUTPUT"),
     }
+    metadata: dict[str, Any] = {"eventId": event_id(record), "inferenceTime": sagemaker_time(record)}
     if record.get("inference_id"):
         metadata["inferenceId"] = str(record["inference_id"])
     return {"captureData": capture, "eventMetadata": metadata, "eventVersion": "0"}
 
 
+def encode_jsonl(records: Iterable[Record], fmt: str = "capture") -> bytes:
+    """JSON Lines of ``records`` in the ``capture`` (as built) or ``sagemaker`` schema."""
+    lines: Iterable[Any] = (sagemaker_record(r) for r in records) if fmt == "sagemaker" else records
+    return jsonl(lines)
+
+
 def encode_jsonl_gz(records: Iterable[Record], fmt: str = "capture") -> bytes:
     """The body of one ``.jsonl.gz`` object."""
-    lines: Iterable[Any] = (sagemaker_record(r) for r in records) if fmt == "sagemaker" else records
-    return gzip_bytes(jsonl(lines))
+    return gzip_bytes(encode_jsonl(records, fmt))
 
 
 def fit(record: Record, data: bytes, limit: int) -> tuple[bytes, bool]:

@@ -1,8 +1,15 @@
-"""``s3_jsonl``: gzip JSON Lines on S3, one object per batch and Hive partition.
+"""``s3_jsonl``: JSON Lines on S3, one object per batch and partition.
 
-Layout: ``<prefix>/jsonl/function=<name>/dt=YYYY-MM-DD/hour=HH/<batch_id>.jsonl.gz``.
-``CAPTURE_JSONL_FORMAT=sagemaker`` writes the SageMaker Data Capture schema instead of the
-enriched records. Importing this module costs nothing: aioboto3 loads on the first batch.
+Layouts (see docs/sinks.md):
+
+- ``CAPTURE_JSONL_FORMAT=capture`` (default): the enriched records,
+  ``<prefix>/jsonl/function=<name>/dt=YYYY-MM-DD/hour=HH/<batch_id>.jsonl.gz``.
+- ``CAPTURE_JSONL_FORMAT=sagemaker``: the SageMaker Data Capture schema, in its own folder so
+  the two schemas never share a table location: ``<prefix>/sagemaker/function=…/…/<batch_id>.jsonl.gz``,
+  or with ``CAPTURE_SAGEMAKER_LAYOUT=sagemaker`` SageMaker's own layout and encoding,
+  ``<prefix>/sagemaker/<name>/AllTraffic/yyyy/mm/dd/hh/<batch_id>.jsonl`` (not compressed).
+
+Importing this module costs nothing: aioboto3 loads on the first batch.
 """
 
 from __future__ import annotations
@@ -11,8 +18,9 @@ from collections.abc import Sequence
 
 from capture_ext.hookspecs import hookimpl
 from capture_ext.models import Record, SinkContext, SinkRegistrar
+from capture_ext.sinks._layout import sagemaker_partition_path
 from capture_ext.sinks._s3 import S3Sink
-from capture_ext.sinks._serialize import encode_jsonl_gz
+from capture_ext.sinks._serialize import encode_jsonl, encode_jsonl_gz
 
 NAME = "s3_jsonl"
 
@@ -27,9 +35,20 @@ class S3JsonlSink(S3Sink):
     def __init__(self, ctx: SinkContext) -> None:
         super().__init__(ctx)
         self.format = self._settings.jsonl_format
+        self.compress = True
+        if self.format == "sagemaker":
+            self.fmt = "sagemaker"
+            if self._settings.sagemaker_layout == "sagemaker":
+                # SageMaker writes plain .jsonl files; its tooling filters keys on that suffix.
+                self.partition = sagemaker_partition_path
+                self.extension = "jsonl"
+                self.content_type = "application/jsonlines"
+                self.compress = False
 
     def encode(self, records: Sequence[Record]) -> bytes:
-        return encode_jsonl_gz(records, self.format)
+        if self.compress:
+            return encode_jsonl_gz(records, self.format)
+        return encode_jsonl(records, self.format)
 
 
 @hookimpl

@@ -65,7 +65,7 @@ def test_a_missing_bucket_prefix_is_a_clear_error(
 ) -> None:
     aws.create_bucket(BUCKET)
     assert main(["--data", f"s3://{BUCKET}/nothing-here", "--out", str(tmp_path), "-q"]) == 3
-    assert f"no captured data: expected {BUCKET}/nothing-here/jsonl/" in capsys.readouterr().err
+    assert f"no captured data: expected {BUCKET}/nothing-here/parquet/" in capsys.readouterr().err
 
 
 def test_a_missing_bucket_is_a_clear_error(aws: AwsHelper, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -58,9 +58,8 @@ async def test_report_reads_what_the_sinks_wrote(
     )
     await write_with_sink(sink, env, records)
     keys = aws.list_keys(BUCKET)
-    assert keys and all(
-        k.startswith(f"inference-capture/{'parquet' if sink == 's3_parquet' else 'jsonl'}/") for k in keys
-    )
+    folder = "parquet" if sink == "s3_parquet" else "sagemaker" if jsonl_format == "sagemaker" else "jsonl"
+    assert keys and all(k.startswith(f"inference-capture/{folder}/") for k in keys)
 
     def at(offset: int) -> str:
         return (START + offset * DAY).strftime("%Y-%m-%dT%H:%M:%S")

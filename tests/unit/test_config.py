@@ -61,6 +61,7 @@ def test_values_are_parsed():
         ("CAPTURE_FLUSH_INTERVAL_S", "-1"),
         ("CAPTURE_STRICT", "maybe"),
         ("CAPTURE_JSONL_FORMAT", "parquet"),
+        ("CAPTURE_SAGEMAKER_LAYOUT", "flat"),
         ("CAPTURE_LOG_LEVEL", "LOUD"),
     ],
 )

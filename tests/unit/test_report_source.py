@@ -95,7 +95,7 @@ def test_missing_or_unsupported_locations_are_named(tmp_path: Path) -> None:
         open_filesystem(str(tmp_path / "nope"))
     with pytest.raises(SourceError, match="unsupported location"):
         open_filesystem("gs://bucket/prefix")
-    with pytest.raises(SourceError, match=r"expected .*/jsonl/ or .*/parquet/"):
+    with pytest.raises(SourceError, match=r"expected .*/parquet/ or .*/jsonl/ or .*/sagemaker/"):
         read_records(str(tmp_path), Window(), quiet=True)
 
 

@@ -47,32 +47,6 @@ async def test_batch_spanning_two_hours_lands_in_two_partitions(
     assert sink.stats["objects"] == 2 and sink.stats["records"] == 300
 
 
-async def test_sagemaker_format_follows_the_data_capture_schema(
-    make_ctx: MakeContext, bucket: str, aws: AwsHelper
-) -> None:
-    records = make_records(20, START.replace(minute=10))
-    sink = S3JsonlSink(make_ctx("s3_jsonl", CAPTURE_JSONL_FORMAT="sagemaker"))
-    result = await sink.write_batch(make_batch(records))
-    await sink.close(1.0)
-
-    assert result.is_ok
-    (key,) = aws.list_keys(BUCKET)
-    lines = aws.read_jsonl(BUCKET, key)
-    assert [line["eventMetadata"]["inferenceId"] for line in lines] == [r["inference_id"] for r in records]
-    for line, record in zip(lines, records, strict=True):
-        assert line["eventVersion"] == "0"
-        assert set(line["captureData"]) == {"endpointInput", "endpointOutput"}
-        endpoint_input = line["captureData"]["endpointInput"]
-        assert endpoint_input["mode"] == "INPUT" and endpoint_input["encoding"] == "JSON"
-        assert endpoint_input["observedContentType"] == "application/json"
-        import json
-
-        assert json.loads(endpoint_input["data"]) == record["input"]
-        assert json.loads(line["captureData"]["endpointOutput"]["data"]) == record["output"]
-        assert line["eventMetadata"]["inferenceTime"] == record["timestamp"]
-        assert re.fullmatch(r"[0-9a-f-]{36}", line["eventMetadata"]["eventId"])
-
-
 async def test_retrying_the_same_batch_overwrites_its_objects(
     make_ctx: MakeContext, bucket: str, aws: AwsHelper
 ) -> None:

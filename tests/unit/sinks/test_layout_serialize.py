@@ -86,7 +86,7 @@ def test_sagemaker_record_shape() -> None:
     assert line["eventVersion"] == "0"
     assert line["eventMetadata"] == {
         "eventId": event_id(record),
-        "inferenceTime": record["timestamp"],
+        "inferenceTime": record["timestamp"][:19] + "Z",  # whole seconds, as in every SageMaker sample
         "inferenceId": record["inference_id"],
     }
     out = line["captureData"]["endpointOutput"]
@@ -95,10 +95,37 @@ def test_sagemaker_record_shape() -> None:
     assert event_id(record) != event_id(make_record(4, AT))
 
 
-def test_sagemaker_record_without_input_has_only_output() -> None:
+@pytest.mark.parametrize("missing", ["input", "output"])
+@pytest.mark.parametrize("absent", [True, False])
+def test_sagemaker_record_always_has_input_and_output(missing: str, absent: bool) -> None:
+    """SageMaker's Input+Output mode writes both parts on every line; a null payload is ``"null"``."""
     record = make_record(1, AT)
-    record["input"] = None
-    assert set(sagemaker_record(record)["captureData"]) == {"endpointOutput"}
+    if absent:
+        del record[missing]
+    else:
+        record[missing] = None
+    capture = sagemaker_record(record)["captureData"]
+    assert set(capture) == {"endpointInput", "endpointOutput"}
+    part = capture["endpointInput" if missing == "input" else "endpointOutput"]
+    assert part == {
+        "observedContentType": "application/json",
+        "mode": missing.upper(),
+        "data": "null",
+        "encoding": "JSON",
+    }
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "expected"),
+    [
+        ("2026-11-22T04:01:07.999Z", "2026-11-22T04:01:07Z"),  # truncated, never rounded into the next second
+        ("2026-11-22T05:01:07.5+01:00", "2026-11-22T04:01:07Z"),
+        ("not a time", "2026-11-22T04:00:00Z"),  # falls back to captured_at
+    ],
+)
+def test_sagemaker_inference_time_is_utc_whole_seconds(timestamp: str, expected: str) -> None:
+    record = make_record(1, AT, timestamp=timestamp, captured_at="2026-11-22T04:00:00.250Z")
+    assert sagemaker_record(record)["eventMetadata"]["inferenceTime"] == expected
 
 
 @pytest.mark.parametrize("filler", ["x", "é", '"', "\\", "\n", "🙂"])
