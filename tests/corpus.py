@@ -120,10 +120,23 @@ def expected(sent: dict[str, Any]) -> dict[str, Any]:
         "model": model,
         "timestamp": stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z",
         "latency_ms": None if latency is None else float(latency),
-        "input": sent.get("input"),
-        "output": sent.get("output"),
-        "metadata": metadata,
+        "input": as_stored(sent.get("input")),
+        "output": as_stored(sent.get("output")),
+        "metadata": as_stored(metadata),
     }
+
+
+def as_stored(value: Any) -> Any:
+    """Integers beyond 64 bits are stored as the text of their exact digits (docs/guarantees.md, 11)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and not -(2**63) <= value < 2**64:
+        return str(value)
+    if isinstance(value, dict):
+        return {key: as_stored(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [as_stored(item) for item in value]
+    return value
 
 
 KNOWN = frozenset({"input", "output", "inference_id", "request_id", "model", "timestamp", "latency_ms", "metadata"})
@@ -131,7 +144,7 @@ ENRICHED = frozenset({"function_name", "function_version", "environment_id", "ca
 
 
 def depends_on_item4(value: Any) -> bool:
-    """True when ``value`` holds an integer beyond uint64 (exact only after issue #15 item 4)."""
+    """True when ``value`` holds an integer beyond 64 bits (stored as the text of its digits)."""
     if isinstance(value, bool):
         return False
     if isinstance(value, int):
