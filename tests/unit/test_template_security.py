@@ -193,6 +193,9 @@ def test_function_has_reserved_concurrency_and_the_chosen_architecture(source: d
     (function,) = of_type(resources, "AWS::Lambda::Function").values()
     assert function["Properties"]["ReservedConcurrentExecutions"] == "3"
     assert function["Properties"]["Architectures"] == ["arm64"]
+    # Lambda keeps an account's last 10 (new accounts) or 100 executions unreserved: "none" must deploy there.
+    (unreserved,) = of_type(deployed(source, ReservedConcurrency="none"), "AWS::Lambda::Function").values()
+    assert "ReservedConcurrentExecutions" not in unreserved["Properties"]
     (permission,) = of_type(resources, "AWS::Lambda::Permission").values()
     assert permission["Properties"]["Principal"] == "apigateway.amazonaws.com"
     assert "/*/POST/nlp-qa" in str(permission["Properties"]["SourceArn"])
