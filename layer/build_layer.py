@@ -12,8 +12,9 @@ only, at the versions of the project's lock (``constraints.txt``, the versions t
 with), and ``*.dist-info`` folders are kept: the built-in sinks are found through their entry
 points. ``capture-ext/python-version`` and ``capture-ext/architecture`` name the target, so the
 launcher runs that interpreter and nothing else, and says so clearly when the runtime lacks it.
-``--from-env`` is the offline variant: it copies the needed distributions from the running interpreter instead of
-downloading them, so it is only right when that interpreter matches the target.
+``--from-env`` is the offline variant: it copies the needed distributions from the running
+interpreter instead of downloading them, so it is only right when that interpreter matches the
+target.
 
 The Dockerfile runs this same script with ``--opt /opt --no-zip``, so the image and the layer
 cannot drift apart.
@@ -47,7 +48,6 @@ UNZIPPED_LIMIT = 250 * 1024 * 1024
 MACHINES = {"x86_64": "x86_64", "arm64": "aarch64"}
 #: Amazon Linux 2023 has glibc 2.34: wheels for any manylinux up to that load.
 MANYLINUX = ("manylinux2014", "manylinux_2_28", "manylinux_2_34")
-DEFAULT_PLATFORMS = tuple(f"{tag}_x86_64" for tag in MANYLINUX)
 PYTHON_VERSIONS = ("3.11", "3.12", "3.13")
 LOCK = ROOT / "constraints.txt"
 #: Fixed timestamp for zip entries, so the same inputs give the same zip.
@@ -86,7 +86,7 @@ def install_for_platform(
     wheel: Path, target: Path, extras: str, platforms: list[str], python_version: str, lock: Path | None
 ) -> None:
     requirement = f"{wheel}[{extras}]" if extras else str(wheel)
-    platform_args = [arg for platform in platforms for arg in ("--platform", platform)]
+    platform_args = [arg for tag in platforms for arg in ("--platform", tag)]
     lock_args = ["--constraint", str(lock)] if lock else []
     run(
         [

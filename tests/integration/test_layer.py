@@ -8,6 +8,7 @@ has none of the dependencies installed, so the extension can only have come from
 
 from __future__ import annotations
 
+import platform
 import re
 import shutil
 import stat
@@ -119,6 +120,11 @@ def test_offline_variant_refuses_a_mismatched_target(tmp_path: Path) -> None:
     done = build(tmp_path, "--from-env", "--python-version", other)
     assert done.returncode == 2
     assert "--from-env copies this Python" in done.stderr
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    other_arch = "arm64" if platform.machine() == "x86_64" else "x86_64"
+    done = build(tmp_path, "--from-env", "--python-version", version, "--arch", other_arch)
+    assert done.returncode == 2
+    assert f"--arch {other_arch} needs the other" in done.stderr
 
 
 #: ELF e_machine of each Lambda architecture's shared objects.
