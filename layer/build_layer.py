@@ -6,11 +6,15 @@ Layout (what Lambda mounts at ``/opt``)::
     capture-ext/                the extension and its own dependencies, for the extension only
     python/capture_ext/         the stdlib-only client, on the function's path (no dependencies)
 
-The dependencies are installed for the Lambda platform (``manylinux2014_x86_64``, CPython 3.12)
-whatever machine builds the layer, binary wheels only, and ``*.dist-info`` folders are kept:
-the built-in sinks are found through their entry points. ``--from-env`` is the offline
-variant: it copies the needed distributions from the running interpreter instead of
-downloading them, so it is only right when that interpreter matches the target.
+The dependencies are installed for the Lambda platform (``--arch`` x86_64 or arm64, manylinux
+wheels; ``--python-version`` 3.11, 3.12 or 3.13) whatever machine builds the layer, binary wheels
+only, at the versions of the project's lock (``constraints.txt``, the versions the tests ran
+with), and ``*.dist-info`` folders are kept: the built-in sinks are found through their entry
+points. ``capture-ext/python-version`` and ``capture-ext/architecture`` name the target, so the
+launcher runs that interpreter and nothing else, and says so clearly when the runtime lacks it.
+``--from-env`` is the offline variant: it copies the needed distributions from the running
+interpreter instead of downloading them, so it is only right when that interpreter matches the
+target.
 
 The Dockerfile runs this same script with ``--opt /opt --no-zip``, so the image and the layer
 cannot drift apart.
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import platform
 import re
 import shutil
 import stat
@@ -39,7 +44,12 @@ LAUNCHER = ROOT / "extensions" / "capture-ext"
 PROJECT = "capture-ext"
 #: Lambda's limit on a function plus all its layers, unzipped.
 UNZIPPED_LIMIT = 250 * 1024 * 1024
-DEFAULT_PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_28_x86_64", "manylinux_2_34_x86_64")
+#: Lambda's architectures, as uname -m names them (what the launcher compares against).
+MACHINES = {"x86_64": "x86_64", "arm64": "aarch64"}
+#: Amazon Linux 2023 has glibc 2.34: wheels for any manylinux up to that load.
+MANYLINUX = ("manylinux2014", "manylinux_2_28", "manylinux_2_34")
+PYTHON_VERSIONS = ("3.11", "3.12", "3.13")
+LOCK = ROOT / "constraints.txt"
 #: Fixed timestamp for zip entries, so the same inputs give the same zip.
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
@@ -68,9 +78,16 @@ def build_wheel(out_dir: Path, *, isolation: bool) -> Path:
     return wheels[-1]
 
 
-def install_for_platform(wheel: Path, target: Path, extras: str, platforms: list[str], python_version: str) -> None:
+def platforms_for(arch: str) -> list[str]:
+    return [f"{tag}_{MACHINES[arch]}" for tag in MANYLINUX]
+
+
+def install_for_platform(
+    wheel: Path, target: Path, extras: str, platforms: list[str], python_version: str, lock: Path | None
+) -> None:
     requirement = f"{wheel}[{extras}]" if extras else str(wheel)
-    platform_args = [arg for platform in platforms for arg in ("--platform", platform)]
+    platform_args = [arg for tag in platforms for arg in ("--platform", tag)]
+    lock_args = ["--constraint", str(lock)] if lock else []
     run(
         [
             sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--upgrade",
@@ -79,6 +96,7 @@ def install_for_platform(wheel: Path, target: Path, extras: str, platforms: list
             "--python-version", python_version,
             "--implementation", "cp",
             "--only-binary=:all:",
+            *lock_args,
             requirement,
         ]
     )  # fmt: skip
@@ -149,6 +167,8 @@ def build_tree(
     python_version: str,
     from_env: bool,
     isolation: bool,
+    machine: str = "x86_64",
+    lock: Path | None = None,
 ) -> None:
     """Lay out ``opt`` as Lambda will see ``/opt``."""
     for part in ("extensions/capture-ext", "capture-ext", "python"):
@@ -165,7 +185,7 @@ def build_tree(
                  "--target", str(deps), str(wheel)])  # fmt: skip
             copy_from_env(deps, [e for e in extras.split(",") if e])
         else:
-            install_for_platform(wheel, deps, extras, platforms, python_version)
+            install_for_platform(wheel, deps, extras, platforms, python_version, lock)
         # The function's half: only the package, no dependencies (the client is stdlib only).
         run([sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--no-deps",
              "--target", str(opt / "python"), str(wheel)])  # fmt: skip
@@ -175,6 +195,9 @@ def build_tree(
         precompile(half, python_version)
     if not any(deps.glob("capture_ext-*.dist-info/entry_points.txt")):
         raise BuildError("the capture_ext dist-info (entry points of the built-in sinks) is missing")
+    # Read by the launcher: the one interpreter (and machine) these compiled wheels load in.
+    (deps / "python-version").write_text(f"{python_version}\n", encoding="utf-8")
+    (deps / "architecture").write_text(f"{machine}\n", encoding="utf-8")
     launcher = opt / "extensions" / "capture-ext"
     launcher.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(LAUNCHER, launcher)
@@ -267,13 +290,25 @@ def main(argv: list[str] | None = None) -> int:
         "--extras", default="aws,parquet", help="extras of capture-ext to install (default: %(default)s)"
     )
     parser.add_argument(
+        "--arch", choices=sorted(MACHINES), default="x86_64", help="Lambda architecture (default: %(default)s)"
+    )
+    parser.add_argument(
         "--platform",
         action="append",
         dest="platforms",
         help="wheel platform tag, repeatable (default: manylinux2014, manylinux_2_28 and manylinux_2_34 "
-        "x86_64: Amazon Linux 2023 has glibc 2.34)",
+        "of --arch: Amazon Linux 2023 has glibc 2.34)",
     )
-    parser.add_argument("--python-version", default="3.12", help="target Python (default: %(default)s)")
+    parser.add_argument(
+        "--python-version", default="3.12", choices=PYTHON_VERSIONS, help="target Python (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--lock",
+        type=Path,
+        default=LOCK if LOCK.is_file() else None,
+        help="constraints file every dependency is pinned by (default: the project's constraints.txt)",
+    )
+    parser.add_argument("--no-lock", action="store_true", help="resolve the newest versions instead of the lock")
     parser.add_argument(
         "--from-env",
         action="store_true",
@@ -292,15 +327,22 @@ def main(argv: list[str] | None = None) -> int:
             f"--from-env copies this Python {sys.version_info[0]}.{sys.version_info[1]}'s packages; "
             f"pass --python-version {sys.version_info[0]}.{sys.version_info[1]} to say that is the target"
         )
+    this_machine = platform.machine()
+    if args.from_env and MACHINES[args.arch] != this_machine:
+        parser.error(f"--from-env copies this {this_machine} machine's packages; --arch {args.arch} needs the other")
+    if args.lock is not None and not args.no_lock and not args.lock.is_file():
+        parser.error(f"--lock {args.lock}: no such file")
     opt = args.opt or args.out / "layer"
     try:
         build_tree(
             opt,
             extras=args.extras,
-            platforms=args.platforms or list(DEFAULT_PLATFORMS),
+            platforms=args.platforms or platforms_for(args.arch),
             python_version=args.python_version,
             from_env=args.from_env,
             isolation=not args.no_build_isolation,
+            machine=MACHINES[args.arch],
+            lock=None if args.no_lock else args.lock,
         )
     except BuildError as exc:
         logger.error("%s", exc)

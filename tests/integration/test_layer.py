@@ -8,6 +8,8 @@ has none of the dependencies installed, so the extension can only have come from
 
 from __future__ import annotations
 
+import platform
+import re
 import shutil
 import stat
 import subprocess
@@ -114,9 +116,75 @@ def test_offline_variant_copies_the_dependency_closure_from_this_interpreter(tmp
 
 
 def test_offline_variant_refuses_a_mismatched_target(tmp_path: Path) -> None:
-    done = build(tmp_path, "--from-env", "--python-version", "3.9")
+    other = "3.13" if sys.version_info[:2] != (3, 13) else "3.12"
+    done = build(tmp_path, "--from-env", "--python-version", other)
     assert done.returncode == 2
     assert "--from-env copies this Python" in done.stderr
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    other_arch = "arm64" if platform.machine() == "x86_64" else "x86_64"
+    done = build(tmp_path, "--from-env", "--python-version", version, "--arch", other_arch)
+    assert done.returncode == 2
+    assert f"--arch {other_arch} needs the other" in done.stderr
+
+
+#: ELF e_machine of each Lambda architecture's shared objects.
+ELF_MACHINE = {"x86_64": 62, "aarch64": 183}
+#: Amazon Linux 2023's glibc: a manylinux wheel for a newer one would not load.
+GLIBC = (2, 34)
+
+
+def wheel_tags(dist_info: Path) -> list[str]:
+    lines = (dist_info / "WHEEL").read_text().splitlines()
+    return [line.split(":", 1)[1].strip() for line in lines if line.startswith("Tag:")]
+
+
+def loads_on(tag: str, python: str, machine: str) -> bool:
+    """Whether a wheel tag (interpreter-abi-platform) fits CPython ``python`` on manylinux ``machine``."""
+    interpreter, abi, platform = tag.split("-")
+    if platform == "any":
+        return abi == "none" and interpreter.startswith("py")
+    match = re.fullmatch(rf"manylinux(?:2014|_(\d+)_(\d+))_{machine}", platform)
+    if match is None:
+        return False
+    glibc = (2, 17) if match.group(1) is None else (int(match.group(1)), int(match.group(2)))
+    cp = f"cp{python.replace('.', '')}"
+    abi_ok = abi == cp or (abi == "abi3" and interpreter.startswith("cp3") and int(interpreter[3:]) <= int(cp[3:]))
+    return glibc <= GLIBC and interpreter in {cp, *([interpreter] if abi == "abi3" else [])} and abi_ok
+
+
+def test_arm64_python_313_variant_carries_only_files_that_load_there(tmp_path: Path) -> None:
+    """A non-default variant (arm64, 3.13, the aws extra): every compiled file is for that target."""
+    done = build(tmp_path, "--arch", "arm64", "--python-version", "3.13", "--extras", "aws", "--no-zip")
+    assert done.returncode == 0, done.stderr[-3000:]
+    deps = tmp_path / "layer" / "capture-ext"
+    assert (deps / "python-version").read_text() == "3.13\n"
+    assert (deps / "architecture").read_text() == "aarch64\n"
+
+    owner: dict[str, Path] = {}
+    for dist_info in deps.glob("*.dist-info"):
+        for row in (dist_info / "RECORD").read_text().splitlines():
+            owner[row.split(",", 1)[0]] = dist_info
+    compiled = [p for p in deps.rglob("*") if p.is_file() and re.search(r"\.so(\.\d+)*$", p.name)]
+    assert len(compiled) >= 5, compiled  # orjson, aiohttp, multidict, yarl, frozenlist at least
+    names = {p.relative_to(deps).parts[0] for p in compiled}
+    assert {"orjson", "aiohttp", "multidict"} <= names
+    for path in compiled:
+        relative = path.relative_to(deps).as_posix()
+        assert relative in owner, f"{relative} belongs to no installed distribution"
+        tags = wheel_tags(owner[relative])
+        assert tags and all(loads_on(tag, "3.13", "aarch64") for tag in tags), (relative, tags)
+        assert not any(tag.endswith("-any") for tag in tags), (relative, tags)
+        header = path.read_bytes()[:20]
+        assert header[:4] == b"\x7fELF" and header[4] == 2, relative  # 64-bit ELF
+        assert int.from_bytes(header[18:20], "little") == ELF_MACHINE["aarch64"], relative
+        if ".cpython-" in path.name:
+            assert path.name.endswith(".cpython-313-aarch64-linux-gnu.so"), relative
+    # Every distribution, compiled or not, is installable on that target.
+    for dist_info in deps.glob("*.dist-info"):
+        assert any(loads_on(tag, "3.13", "aarch64") for tag in wheel_tags(dist_info)), dist_info.name
+    # Bytecode, when this machine has a 3.13 to compile it, is for 3.13 only.
+    pycs = [p.name for p in deps.rglob("*.pyc")]
+    assert all(".cpython-313." in name for name in pycs), [n for n in pycs if ".cpython-313." not in n][:3]
 
 
 @pytest.fixture

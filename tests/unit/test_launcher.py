@@ -79,9 +79,7 @@ def test_without_a_pythonpath_only_home_is_added(home: Path) -> None:
     assert seen["argv"] == ["--name", "capture-ext"]
 
 
-def test_falls_back_to_python3_on_the_path(home: Path) -> None:
-    if Path("/var/lang/bin/python3.12").exists():
-        pytest.skip("this machine has Lambda's interpreter, which the launcher prefers")
+def test_a_tree_without_python_version_runs_python3_on_the_path(home: Path) -> None:
     proc, out, err = launch(LAUNCHER, base_env(CAPTURE_EXT_HOME=str(home)))
     assert proc.returncode == 0, err
     assert Path(json.loads(out)["executable"]).name.startswith("python3")
@@ -92,6 +90,60 @@ def test_a_home_without_the_package_is_one_clear_error(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert out == ""
     assert f"no capture_ext package in {tmp_path}" in err
+
+
+def this_python() -> str:
+    return f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+def test_runs_the_python_the_layer_was_built_for(home: Path, tmp_path: Path) -> None:
+    """python-version names the interpreter; python3 on the PATH is another one and is not used."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / f"python{this_python()}").symlink_to(sys.executable)
+    decoy = bin_dir / "python3"
+    decoy.write_text("#!/bin/sh\necho decoy; exit 3\n")
+    decoy.chmod(0o755)
+    (home / "python-version").write_text(f"{this_python()}\n")
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "CAPTURE_EXT_HOME": str(home)}
+    if Path(f"/var/lang/bin/python{this_python()}").exists():
+        pytest.skip("this machine has Lambda's interpreter, which the launcher prefers")
+    proc, out, err = launch(LAUNCHER, env)
+    assert proc.returncode == 0, err
+    assert Path(json.loads(out)["executable"]).resolve() == Path(sys.executable).resolve()
+
+
+def test_a_missing_interpreter_is_one_clear_line_and_exit_1(home: Path) -> None:
+    (home / "python-version").write_text("3.99\n")
+    proc, out, err = launch(LAUNCHER, base_env(CAPTURE_EXT_HOME=str(home)))
+    assert proc.returncode == 1
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "built for python3.99, which this runtime does not have" in lines[0]
+    assert lines[0].startswith("[capture-ext] launcher: ")
+
+
+def test_a_layer_for_another_architecture_is_refused(home: Path) -> None:
+    machine = os.uname().machine
+    other = "aarch64" if machine == "x86_64" else "x86_64"
+    (home / "architecture").write_text(f"{other}\n")
+    env = base_env(CAPTURE_EXT_HOME=str(home), CAPTURE_EXT_PYTHON=sys.executable)
+    proc, out, err = launch(LAUNCHER, env)
+    assert proc.returncode == 1
+    assert out == ""
+    assert f"built for {other}, but the function runs on {machine}" in err
+    # The matching architecture runs.
+    (home / "architecture").write_text(f"{machine}\n")
+    proc, out, err = launch(LAUNCHER, env)
+    assert proc.returncode == 0, err
+
+
+def test_a_capture_ext_python_that_does_not_exist_is_named(home: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-python"
+    proc, _, err = launch(LAUNCHER, base_env(CAPTURE_EXT_HOME=str(home), CAPTURE_EXT_PYTHON=str(missing)))
+    assert proc.returncode == 1
+    assert f"CAPTURE_EXT_PYTHON={missing} does not exist" in err
 
 
 def test_default_home_is_opt_capture_ext() -> None:

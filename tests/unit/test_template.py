@@ -101,12 +101,16 @@ def test_function_is_an_image_behind_post_nlp_qa(template: dict[str, Any]) -> No
     function = template["Resources"]["InferenceFunction"]
     props = function["Properties"]
     assert props["PackageType"] == "Image"
-    assert props["Architectures"] == ["x86_64"]
+    assert props["Architectures"] == [{"Ref": "Architecture"}]
+    assert template["Parameters"]["Architecture"]["AllowedValues"] == ["x86_64", "arm64"]
     assert props["MemorySize"] == {"Ref": "FunctionMemorySize"}
     assert props["Timeout"] == {"Ref": "FunctionTimeout"}
-    event = props["Events"]["Answer"]
-    assert event["Type"] == "Api"
-    assert (event["Properties"]["Path"], event["Properties"]["Method"]) == ("/nlp-qa", "post")
+    # The API is plain API Gateway (tests/unit/test_template_security.py): no SAM event.
+    assert "Events" not in props
+    method = template["Resources"]["NlpQaPost"]["Properties"]
+    assert method["HttpMethod"] == "POST"
+    assert template["Resources"]["NlpQaResource"]["Properties"]["PathPart"] == "nlp-qa"
+    assert "${InferenceFunction.Arn}" in sub_text(method["Integration"]["Uri"])
     assert (ROOT / function["Metadata"]["Dockerfile"]).is_file()
 
 
@@ -136,11 +140,14 @@ def test_bucket_is_private_encrypted_tls_only_and_expires_data(template: dict[st
     assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
-def test_log_groups_have_retention(template: dict[str, Any]) -> None:
+def test_log_groups_have_retention_and_optional_kms(template: dict[str, Any]) -> None:
     groups = resources(template, "AWS::Logs::LogGroup")
-    assert set(groups) == {"FunctionLogGroup", "CaptureLogGroup"}
+    assert set(groups) == {"FunctionLogGroup", "CaptureLogGroup", "ApiAccessLogGroup"}
     for group in groups.values():
         assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+        assert group["Properties"]["KmsKeyId"] == {
+            "Fn::If": ["HasLogKmsKey", {"Ref": "LogKmsKeyArn"}, {"Ref": "AWS::NoValue"}]
+        }
 
 
 def table(template: dict[str, Any], name: str) -> dict[str, Any]:
@@ -198,12 +205,23 @@ def test_partition_projection_finds_the_keys_the_sinks_write(
 def test_outputs_name_the_api_bucket_and_tables(template: dict[str, Any]) -> None:
     outputs = template["Outputs"]
     assert "/nlp-qa" in sub_text(outputs["ApiUrl"]["Value"])
-    for name in ("CaptureBucketName", "AthenaJsonlTable", "AthenaParquetTable", "CaptureExtensionLayerArn"):
+    assert "${InferenceApi}" in sub_text(outputs["ApiUrl"]["Value"])
+    names = ("CaptureBucketName", "AthenaJsonlTable", "AthenaParquetTable", "ApiAccessLogGroupName", "GlueDatabase")
+    for name in names:
         assert name in outputs
+    for version in ("311", "312", "313"):
+        assert outputs[f"CaptureExtensionLayerPy{version}Arn"]["Value"] == {"Ref": f"CaptureExtensionLayerPy{version}"}
 
 
-def test_layer_is_for_python_312_x86_64(template: dict[str, Any]) -> None:
-    props = template["Resources"]["CaptureExtensionLayer"]["Properties"]
-    assert props["CompatibleRuntimes"] == ["python3.12"]
-    assert props["CompatibleArchitectures"] == ["x86_64"]
-    assert props["ContentUri"].rstrip("/") == "layer-build/layer"
+@pytest.mark.parametrize("version", ["3.11", "3.12", "3.13"])
+def test_one_layer_per_python_for_the_stacks_architecture(template: dict[str, Any], version: str) -> None:
+    """`make stack-layers` copies layer-build/<ARCH>/python<version>/layer to what ContentUri names."""
+    layer = template["Resources"][f"CaptureExtensionLayerPy{version.replace('.', '')}"]
+    props = layer["Properties"]
+    assert layer["Condition"] == "ShouldPublishLayer"
+    assert props["CompatibleRuntimes"] == [f"python{version}"]
+    assert props["CompatibleArchitectures"] == [{"Ref": "Architecture"}]
+    assert props["ContentUri"].rstrip("/") == f"layer-build/stack/python{version}"
+    makefile = (ROOT / "Makefile").read_text()
+    assert f"LAYER_PYTHONS := {' '.join(['3.11', '3.12', '3.13'])}" in makefile
+    assert "layer-build/$(ARCH)/python$$py/layer layer-build/stack/python$$py" in makefile
