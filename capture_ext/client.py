@@ -174,6 +174,8 @@ class CaptureClient:
         self._backoff_s = 0.05
         self._http: http.client.HTTPConnection | None = None
         self._http_retry_at = 0.0
+        #: Largest fallback body; halved when the extension answers 413 (a lower request cap).
+        self._http_body_bytes = HTTP_BODY_BYTES
         #: What happened to the records this process tried to capture (for tests and debugging).
         self.stats: dict[str, int] = {"sent": 0, "http": 0, "unsampled": 0, "dropped": 0, "errors": 0}
 
@@ -338,16 +340,21 @@ class CaptureClient:
             if remaining <= 0 or time.monotonic() < self._http_retry_at:
                 return False
             cut = len(self._outbox)
-            if cut > HTTP_BODY_BYTES:
-                cut = self._outbox.rfind(b"\n", 0, HTTP_BODY_BYTES) + 1 or cut
+            if cut > self._http_body_bytes:
+                cut = self._outbox.rfind(b"\n", 0, self._http_body_bytes) + 1 or self._outbox.find(b"\n") + 1 or cut
             body = bytes(self._outbox[:cut])
+            lines = body.count(b"\n")
             status, answer = self._post(body, remaining)
+            if status == 413 and lines > 1:  # the extension takes smaller requests: split, keep everything
+                self._http_body_bytes = max(len(body) // 2, 1)
+                continue
             if status == 0 or status == 503 or status >= 500:
                 self._http_retry_at = time.monotonic() + self._backoff_s
                 return False
-            lines = body.count(b"\n")
-            if status == 202:
-                self.stats["http"] += int(answer.get("accepted", lines)) if isinstance(answer, dict) else lines
+            if 200 <= status < 300:
+                accepted = answer.get("accepted") if isinstance(answer, dict) else None
+                counted = accepted if type(accepted) is int and 0 <= accepted <= lines else lines
+                self.stats["http"] += counted
             else:  # refused as a whole (an extension too old for ?partial, or a request it cannot read)
                 self.stats["dropped"] += lines
             del self._outbox[:cut]

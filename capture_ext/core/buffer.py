@@ -106,6 +106,10 @@ class RecordBuffer:
         self._keep(record, size, end)
         return True
 
+    def keep_reserved(self, record: Record, size: int) -> None:
+        """Keep a record whose ``size`` the caller already reserved in the budget."""
+        self._keep(record, size, -1)
+
     def add_spooled(self, record: Record, size: int, end: int) -> None:
         """Keep a record already on disk, even past the bound (the store then relieves memory)."""
         self.budget.force(size)

@@ -281,7 +281,9 @@ class Dispatcher:
             async with asyncio.timeout(remaining):
                 result = await state.sink.write_batch(batch)
         except TimeoutError:
-            if remaining < self.fair_budget_s:
+            # Judged by the time this write had, not the flush's: a sink that hangs on a write
+            # given half a flush budget or more has failed, whatever the flush had left after it.
+            if remaining < self.fair_budget_s / 2:
                 logger.info(
                     "sink %s: batch %s cut short by the flush deadline after %.0f ms; it waits for the next flush",
                     state.name,
@@ -295,7 +297,7 @@ class Dispatcher:
             return WriteResult.retryable(f"{type(exc).__name__}: {exc}")
         if not isinstance(result, WriteResult):
             return WriteResult.retryable(f"write_batch returned {type(result).__name__}, not WriteResult")
-        return result
+        return _well_formed(result, len(batch), state.name)
 
     def _backoff(self, attempt: int, hint: float | None) -> float:
         ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
@@ -327,6 +329,24 @@ class Dispatcher:
                 logger.warning("sink %s: close failed: %s", state.name, exc)
 
         await asyncio.gather(*(close_one(s) for s in self.states.values()))
+
+
+def _well_formed(result: WriteResult, size: int, sink: str) -> WriteResult:
+    """``result`` with its partial-failure fields usable, or the whole batch retried.
+
+    A plugin's answer is not trusted to be well typed: a string index or a NaN hint must cost a
+    retry of the batch, never the process (the batch would be replayed into the same crash).
+    """
+    if result.outcome is not Outcome.RETRYABLE:
+        return result
+    indices_ok = all(type(i) is int and 0 <= i < size for i in result.failed_indices)
+    ids_ok = all(isinstance(i, str) for i in result.failed_ids)
+    hint = result.retry_after_s
+    hint_ok = hint is None or (isinstance(hint, int | float) and not isinstance(hint, bool) and 0 <= hint < 1e9)
+    if indices_ok and ids_ok and hint_ok:
+        return result
+    logger.warning("sink %s: a malformed WriteResult (failed_indices/failed_ids/retry_after_s); retrying it all", sink)
+    return WriteResult.retryable(result.error or "retryable error", retry_after_s=hint if hint_ok else None)
 
 
 def failed_part(batch: Batch, result: WriteResult) -> Batch:

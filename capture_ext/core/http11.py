@@ -126,14 +126,22 @@ class HTTPServer:
         idle_timeout_s: float = 30.0,
         body_timeout_s: float = 10.0,
         max_connections: int = MAX_CONNECTIONS,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         self.handler = handler
         self.max_body_bytes = max_body_bytes
         self.idle_timeout_s = idle_timeout_s
         self.body_timeout_s = body_timeout_s
         self.max_connections = max_connections
+        #: Told the reason of every request the server itself refuses (counted by the caller).
+        self.on_refused = on_refused
+        #: Bodies being received, all connections together, are bounded by this many bytes.
+        self.max_buffered_bytes = 2 * max_body_bytes
+        self._buffered = 0
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        #: Connections waiting for their next request (keep-alive), oldest first.
+        self._idle: dict[asyncio.Task[None], None] = {}
 
     async def start(self, host: str, port: int) -> int:
         """Listen on ``host:port`` (port 0 picks a free one) and return the port."""
@@ -158,8 +166,16 @@ class HTTPServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
+        if len(self._connections) >= self.max_connections and self._idle:
+            # Make room by closing the connection idle the longest: a keep-alive pool (or a
+            # client that sends one cheap request before every idle timeout) cannot hold every slot.
+            oldest = next(iter(self._idle))
+            self._idle.pop(oldest, None)
+            self._connections.discard(oldest)  # gone as of now; its task ends at its next step
+            oldest.cancel()
         if len(self._connections) >= self.max_connections:
             logger.warning("refusing a connection: %d are open already", len(self._connections))
+            self._refused("too_many_connections")
             with contextlib.suppress(Exception):
                 conn = h11.Connection(h11.SERVER)
                 writer.write(conn.send(h11.Response(status_code=503, headers=_CLOSE_503)) or b"")
@@ -177,6 +193,7 @@ class HTTPServer:
         except _Closed:
             pass
         except h11.RemoteProtocolError as exc:
+            self._refused("malformed")
             if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                 with contextlib.suppress(Exception):
                     await _send(conn, writer, _error(exc.error_status_hint, f"malformed HTTP request: {exc}"))
@@ -189,51 +206,79 @@ class HTTPServer:
         finally:
             if task is not None:
                 self._connections.discard(task)
+                self._idle.pop(task, None)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    def _refused(self, reason: str) -> None:
+        if self.on_refused is not None:
+            self.on_refused(reason)
 
     async def _one_exchange(
         self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> bool:
         loop = asyncio.get_running_loop()
-        event = await _next_event(conn, reader, self.idle_timeout_s, loop.time() + self.idle_timeout_s)
+        task = asyncio.current_task()
+        if task is not None:
+            self._idle[task] = None
+        try:
+            event = await _next_event(conn, reader, self.idle_timeout_s, loop.time() + self.idle_timeout_s)
+        finally:
+            if task is not None:
+                self._idle.pop(task, None)
         if isinstance(event, h11.ConnectionClosed):
             return False
         if not isinstance(event, h11.Request):
             return False
         head_size = len(event.target) + sum(len(name) + len(value) + 4 for name, value in event.headers)
         if head_size > MAX_HEAD_BYTES:  # h11 caps only heads that arrive in pieces
+            self._refused("head_too_large")
             await _send(conn, writer, _error(431, f"request head over {MAX_HEAD_BYTES} bytes"))
             return False
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in event.headers}
         if "transfer-encoding" in headers and "content-length" in headers:
             # Two framings for one body is how requests are smuggled: refuse, and end the connection.
+            self._refused("malformed")
             await _send(conn, writer, _error(400, "both Content-Length and Transfer-Encoding: send one"))
             return False
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            self._refused("too_large")
             await _send(
                 conn, writer, _error(413, f"body of {declared} bytes is over the {self.max_body_bytes}-byte limit")
             )
             return False
         body = bytearray()
         body_deadline = loop.time() + self.body_timeout_s
-        while True:
-            try:
-                part = await _next_event(conn, reader, self.body_timeout_s, body_deadline)
-            except _TooSlow:
-                await _send(conn, writer, _error(408, f"request body not received within {self.body_timeout_s:g} s"))
-                return False
-            if isinstance(part, h11.Data):
-                body += part.data
-                if len(body) > self.max_body_bytes:
-                    await _send(conn, writer, _error(413, f"body is over the {self.max_body_bytes}-byte limit"))
+        try:
+            while True:
+                try:
+                    part = await _next_event(conn, reader, self.body_timeout_s, body_deadline)
+                except _TooSlow:
+                    self._refused("timeout")
+                    await _send(
+                        conn, writer, _error(408, f"request body not received within {self.body_timeout_s:g} s")
+                    )
                     return False
-            elif isinstance(part, h11.EndOfMessage):
-                break
-            else:
-                return False
+                if isinstance(part, h11.Data):
+                    body += part.data
+                    self._buffered += len(part.data)
+                    if len(body) > self.max_body_bytes:
+                        self._refused("too_large")
+                        await _send(conn, writer, _error(413, f"body is over the {self.max_body_bytes}-byte limit"))
+                        return False
+                    if self._buffered > self.max_buffered_bytes:
+                        # Many slow bodies at once would hold the function's memory: refuse this one.
+                        self._refused("busy")
+                        await _send(conn, writer, _error(503, "too many request bodies in flight; try again"))
+                        return False
+                elif isinstance(part, h11.EndOfMessage):
+                    break
+                else:
+                    return False
+        finally:
+            self._buffered -= len(body)
         request = Request(event.method.decode("ascii"), event.target.decode("latin-1"), headers, bytes(body))
         try:
             response = await self.handler(request)

@@ -70,13 +70,16 @@ class Ingest:
         self._warnings = 0
 
     # -- the shared path -----------------------------------------------------------------------
-    def accept(self, records: list[dict[str, Any]], whole: bool = False) -> int:
+    def accept(self, records: list[dict[str, Any]], whole: bool = False, answered: bool = False) -> int:
         """Store already-normalised records; returns how many were kept.
 
         Every record ends up counted: kept (``received``), dropped by a hook (``prepare_error``)
         or by a full store, or refused (``rejected``). A record that cannot be redacted, enriched
         or serialised is refused alone; ``whole`` (one HTTP request) refuses the whole call
         instead, with a RecordError naming the record, before anything is counted or kept.
+
+        ``answered`` (HTTP): a full store refuses the records with a 503 the client sees, so they
+        are ``rejected`` (not acknowledged), not received and dropped.
         """
         items: list[tuple[dict[str, Any], bytes]] = []
         hook_drops = 0
@@ -95,12 +98,17 @@ class Ingest:
                 self._warn("socket record refused: %s", message)
                 continue
             items.append((record, data))
-        self.ledger.received += len(items) + hook_drops
+        kept_count, reason = self.store.add(items) if items else (0, "")
+        refused = len(items) - kept_count
+        if answered and refused:
+            self.ledger.rejected[reason] += refused
+            self.ledger.received += kept_count + hook_drops
+        else:
+            self.ledger.received += len(items) + hook_drops
+            if refused:
+                self.ledger.dropped[reason] += refused
         if hook_drops:
             self.ledger.dropped["prepare_error"] += hook_drops
-        kept_count, reason = self.store.add(items) if items else (0, "")
-        if kept_count < len(items):
-            self.ledger.dropped[reason] += len(items) - kept_count
         return kept_count
 
     def _ready(self, record: dict[str, Any]) -> bytes:
@@ -137,7 +145,7 @@ class Ingest:
             parsed = parse_body(request.body, content_type, self.max_record_bytes)
             raw = [item for item in parsed if not self._is_control(item)]
             records = [normalize(item, index if len(raw) > 1 else None) for index, item in enumerate(raw)]
-            accepted = self.accept(records, whole=True) if records else 0
+            accepted = self.accept(records, whole=True, answered=True) if records else 0
         except RecordError as exc:
             self.ledger.rejected[_reason(exc.status)] += 1
             return _json(exc.status, {"error": str(exc)})
@@ -166,12 +174,12 @@ class Ingest:
         """
         rejected_before = sum(self.ledger.rejected.values())
         records = [record for line in body.split(b"\n") if line.strip() for record in [self.parse_line(line)] if record]
-        accepted = self.accept(records) if records else 0
-        refused = sum(self.ledger.rejected.values()) - rejected_before
-        if accepted < len(records) and not accepted:
+        accepted = self.accept(records, answered=True) if records else 0
+        if accepted < len(records):  # the store is all or nothing: nothing of this request was kept
             full = "spool" if self.store.durable else "buffer"
             return _json(503, {"error": f"capture {full} is full; records were not kept", "accepted": 0})
-        return _json(202, {"accepted": accepted, "rejected": refused, "dropped": len(records) - accepted})
+        refused = sum(self.ledger.rejected.values()) - rejected_before
+        return _json(202, {"accepted": accepted, "rejected": refused})
 
     # -- Unix socket ---------------------------------------------------------------------------
     def parse_line(self, line: bytes) -> dict[str, Any] | None:
@@ -257,8 +265,9 @@ class _LineProtocol(asyncio.Protocol):
                 logger.exception("socket: %d records could not be stored", len(records))
                 self.ingest.ledger.rejected["internal_error"] += len(records)
         if len(self.pending) > self.limit:
-            # An endless line: refuse it and skip to the next newline instead of growing forever.
-            self.ingest.ledger.rejected["too_large"] += 1
+            # An endless line: refuse it (once) and skip to the next newline instead of growing.
+            if not self.discarding:
+                self.ingest.ledger.rejected["too_large"] += 1
             self.pending.clear()
             self.discarding = True
 

@@ -173,7 +173,7 @@ class Extension:
         )
         if settings.metrics:
             self.metrics = MetricsEmitter(settings.metrics_namespace, settings.function_name)
-        self.http = HTTPServer(self.ingest.handle_http, settings.max_request_bytes)
+        self.http = HTTPServer(self.ingest.handle_http, settings.max_request_bytes, on_refused=self._refused)
         await self.http.start("127.0.0.1", settings.port)
         self._servers.append(self.http)
         self._servers.append(await start_socket_server(self.ingest, settings.socket_path))
@@ -218,6 +218,10 @@ class Extension:
                 return 0
             else:
                 logger.warning("ignoring unknown event type %r", event.event_type)
+
+    def _refused(self, reason: str) -> None:
+        """A request the HTTP server refused before ingest saw it: counted like any other refusal."""
+        self.ledger.rejected[reason] += 1
 
     def _client_handler_done(self, request_id: str) -> None:
         """The client's handler-done line. With telemetry it is only a fallback (the handler
@@ -265,7 +269,10 @@ class Extension:
         if deadline - time.monotonic() < MIN_FLUSH_S:
             logger.info("invoke %s left no time to flush before its deadline; the next invoke will", event.request_id)
             return
-        await self.flush(deadline, reason)
+        try:
+            await self.flush(deadline, reason)
+        except Exception:  # a bug must cost this flush, not the environment (the spool keeps the records)
+            logger.exception("flush after %s failed; its records wait for the next flush", event.request_id)
 
     async def _wait_for_handler(self, request_id: str, until: float) -> bool:
         """Whether the runtime is done with ``request_id`` (never flush beside the handler).
@@ -324,7 +331,10 @@ class Extension:
             await asyncio.sleep(0)
         await self._stop_servers()
         close_reserve = min(0.2, max(deadline - time.monotonic(), 0) / 4)
-        await self.flush(deadline - close_reserve, "shutdown", ignore_breakers=True)
+        try:
+            await self.flush(deadline - close_reserve, "shutdown", ignore_breakers=True)
+        except Exception:  # still close the sinks and sync the spool: what is left stays on disk
+            logger.exception("SHUTDOWN drain failed; undelivered records stay in the spool")
         await self.dispatcher.close(max(deadline - time.monotonic(), 0.01))
         self.store.close()
         left = sum(self.dispatcher.backlog().values()) + len(self.buffer)

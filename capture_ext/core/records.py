@@ -84,7 +84,12 @@ def loads_exact(data: bytes) -> Any:
     cannot write them back; a value a user sent must not change silently, so it is kept as the
     string of its digits. Raises ``orjson.JSONDecodeError`` for invalid JSON either way.
     """
-    parsed = orjson.loads(data)
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        if not _LONG_DIGITS.search(data):
+            raise
+        parsed = None  # orjson refuses integers past a float's range ("number is infinity")
     if not _LONG_DIGITS.search(data):
         return parsed
     try:

@@ -119,6 +119,8 @@ class Spool:
         self.environment_id = environment_id
         self.segments: list[Segment] = []
         self.bytes = 0
+        #: Bytes of adopted segments (counted in ``bytes``, not against this process's bound).
+        self.adopted_bytes = 0
         self.broken = ""
         self._locks: dict[str, int] = {}
         self._next_index = 1
@@ -188,6 +190,12 @@ class Spool:
             if not segments:
                 self._forget(env)
                 continue
+            size = sum(segment.size for segment in segments)
+            if dead and sum(d.size for d in dead) + size > self.max_bytes:
+                # Enough for one process: the rest waits for another (or the next) process, so an
+                # adopter's own records are never refused for what it inherited (see room()).
+                os.close(self._locks.pop(env))
+                continue
             dead += segments
         if not dead:
             return []
@@ -204,6 +212,7 @@ class Spool:
         # Our own new segment must come after the adopted ones in deletion order.
         self.segments[:0] = dead
         self.bytes += sum(s.size for s in dead)
+        self.adopted_bytes += sum(s.size for s in dead)
         if scan.corrupt:
             logger.warning("spool: %d unreadable lines in adopted segments were skipped", scan.corrupt)
         adopted = [
@@ -220,11 +229,17 @@ class Spool:
         return sorted(adopted, key=lambda a: (a.environment_id, a.sequence))
 
     def _scan(self, segment: Segment, scan: _Scan) -> None:
-        """Read the header, seals and acks; remember records left unsealed at the end."""
+        """Read the header, seals and acks; remember records no seal of this segment covers.
+
+        A record is sealed when it lies inside the byte range of a seal line of its segment, not
+        merely because a seal line follows it: one flush writes several seals, and a kill between
+        two of them leaves records *before* the last seal line that no seal covers.
+        """
         with open(segment.path, "rb") as handle:
             data = handle.read()
         position = 0
-        run: list[tuple[int, int]] = []  # (start, end) of unsealed records since the last seal
+        records: list[tuple[int, int]] = []  # (start, end) of every record line
+        covered: list[tuple[int, int]] = []  # [s, t) of every seal of this segment
         while position < len(data):
             end = data.find(b"\n", position)
             if end < 0:
@@ -232,13 +247,13 @@ class Spool:
             line = data[position:end]
             try:
                 if line[:1] == b"{":
-                    run.append((position, end + 1))
+                    records.append((position, end + 1))
                 elif line[:1] == SEAL:
                     seal = orjson.loads(line[1:])
                     seal["segment"] = segment
                     scan.seals[seal["b"]] = seal
                     scan.saw_sequence(seal["e"], int(seal["q"]))
-                    run = []
+                    covered.append((int(seal["s"]), int(seal["t"])))
                 elif line[:1] == ACK:
                     ack = orjson.loads(line[1:])
                     scan.acks.setdefault(ack["b"], set()).add(ack["s"])
@@ -250,6 +265,14 @@ class Spool:
         segment.size = position
         if position < len(data):
             os.truncate(segment.path, position)
+        run: list[tuple[int, int]] = []
+        for start, end in records:  # uncovered records, in runs that no sealed record interrupts
+            if any(low <= start and end <= high for low, high in covered):
+                if run:
+                    scan.runs.append((segment, run))
+                    run = []
+            else:
+                run.append((start, end))
         if run:
             scan.runs.append((segment, run))
 
@@ -295,7 +318,9 @@ class Spool:
         return self.segments[-1]
 
     def room(self, size: int) -> bool:
-        return not self.broken and self.bytes + size <= self.max_bytes - self.control_reserve
+        """Whether ``size`` more bytes of this process's records fit (adopted segments do not count)."""
+        own = self.bytes - self.adopted_bytes
+        return not self.broken and own + size <= self.max_bytes - self.control_reserve
 
     def append(self, lines: list[bytes]) -> list[int] | None:
         """Write record lines in one call; their end offsets, or None when full or broken."""
@@ -316,15 +341,22 @@ class Spool:
 
     def seal(self, batch_id: str, sequence: int, count: int, start: int, end: int) -> Location | None:
         """Record that ``[start, end)`` of the active segment is batch ``batch_id``."""
-        if self.broken:
-            return None
+        return self.seal_many([(batch_id, sequence, count, start, end)])[0]
+
+    def seal_many(self, batches: list[tuple[str, int, int, int, int]]) -> list[Location | None]:
+        """Seal ``(batch_id, sequence, count, start, end)`` batches of the active segment in one write."""
+        if self.broken or not batches:
+            return [None] * len(batches)
         segment = self.active
-        seal = {"b": batch_id, "e": self.environment_id, "q": sequence, "n": count, "s": start, "t": end}
-        self.last_sequence = max(self.last_sequence, sequence)
-        if not self._write(segment, SEAL + orjson.dumps(seal) + b"\n"):
-            return None
-        segment.open_batches += 1
-        return Location(segment, start, end)
+        payload = b""
+        for batch_id, sequence, count, start, end in batches:
+            seal = {"b": batch_id, "e": self.environment_id, "q": sequence, "n": count, "s": start, "t": end}
+            self.last_sequence = max(self.last_sequence, sequence)
+            payload += SEAL + orjson.dumps(seal) + b"\n"
+        if not self._write(segment, payload):
+            return [None] * len(batches)
+        segment.open_batches += len(batches)
+        return [Location(segment, start, end) for _, _, _, start, end in batches]
 
     def sealed_all(self) -> None:
         """Called after the buffer was sealed: sync if asked to, and rotate a full segment."""
@@ -379,7 +411,13 @@ class Spool:
         self._next_index += 1
         path = os.path.join(self.directory, f"{self.environment_id}-{index:06d}.seg")
         segment = Segment(path, self.environment_id, index)
-        segment.fd = _open_file(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND)
+        try:
+            segment.fd = _open_file(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND)
+        except OSError as exc:  # EIO, EMFILE, EDQUOT …: what is on disk stays valid, new records go to memory
+            if not self.segments:
+                raise  # opening the spool: the caller turns it off
+            self._break(f"cannot open a new segment {path}: {exc}")
+            return
         self.segments.append(segment)
         self._write(segment, HEADER + orjson.dumps({"q": self.last_sequence}) + b"\n")
         if self.fsync != "never":
@@ -411,6 +449,8 @@ class Spool:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(segment.path)
         self.bytes -= segment.size
+        if segment.environment_id != self.environment_id:
+            self.adopted_bytes -= segment.size
         env = segment.environment_id
         if env != self.environment_id and not any(s.environment_id == env for s in self.segments):
             self._forget(env)

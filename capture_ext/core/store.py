@@ -61,7 +61,8 @@ class Store:
     def add(self, items: list[tuple[Record, bytes]]) -> tuple[int, str]:
         """Keep ``(record, json_bytes)`` pairs; returns (how many were kept, why the rest were not).
 
-        With the spool, a call is all or nothing: the lines are written in one ``write``.
+        A call is all or nothing: with the spool the lines are written in one ``write``; without
+        it, memory for all of them is reserved at once.
         """
         if self.durable:
             assert self.spool is not None
@@ -74,12 +75,13 @@ class Store:
                 return len(items), ""
             if not self.spool.broken:
                 return 0, "spool_full"
-        kept = 0
+        # Memory only: all or nothing too, so a refused request has kept nothing (a retry of it
+        # must not duplicate half of it).
+        if not self.budget.reserve(sum(len(data) for _, data in items)):
+            return 0, "buffer_full"
         for record, data in items:
-            if not self.buffer.add(record, len(data)):
-                return kept, "buffer_full"
-            kept += 1
-        return kept, ""
+            self.buffer.keep_reserved(record, len(data))
+        return len(items), ""
 
     def relieve(self) -> None:
         """Bring memory back under the bound by leaving the newest batches on disk only."""
@@ -108,14 +110,20 @@ class Store:
         for item in sealed:
             item.order = next(self._order)
             item.waiting = set(self.sinks)
-            if self.durable and item.start >= 0:
-                assert self.spool is not None
-                item.location = self.spool.seal(item.batch_id, item.sequence, item.count, item.start, item.end)
             self._hot[item.order] = item
-        if sealed and self.spool is not None:
-            self.spool.sealed_all()
-        for item in sealed:
-            self._hand_over(item)
+        try:
+            spooled = [item for item in sealed if item.start >= 0]
+            if self.durable and spooled:
+                assert self.spool is not None
+                # One write for all seal lines: a kill cannot fall between two of them.
+                where = [(i.batch_id, i.sequence, i.count, i.start, i.end) for i in spooled]
+                for item, location in zip(spooled, self.spool.seal_many(where), strict=True):
+                    item.location = location
+            if sealed and self.spool is not None:
+                self.spool.sealed_all()
+        finally:  # whatever the disk did, the batches are in memory and the sinks must get them
+            for item in sealed:
+                self._hand_over(item)
         return sealed
 
     def _hand_over(self, sealed: SealedBatch) -> None:

@@ -309,3 +309,22 @@ def test_nothing_accepted_was_lost(server: Server) -> None:
     ):
         secret = (line.get("input") or {}).get("secret") if isinstance(line.get("input"), dict) else None
         assert secret is None or str(secret).startswith("sha256:"), "a redacted field reached the spool"
+
+
+def test_a_line_too_long_is_refused_once_however_many_reads_it_takes(server: Server) -> None:
+    """Regression: while skipping an endless line, every read that grew past the limit counted it again."""
+    before = sum(server.ledger.rejected.values())
+    received = server.ledger.received
+    good = good_record(99)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:
+        raw.connect(server.socket_path)
+        raw.sendall(b'{"input": "')
+        for _ in range(5):  # five reads, each past the limit on its own
+            raw.sendall(b"z" * (MAX_RECORD + 100))
+            time.sleep(0.05)
+        raw.sendall(b'"}\n' + good + b"\n")
+    wait_for_counts(server, received + before + 2)
+    time.sleep(0.1)
+    assert sum(server.ledger.rejected.values()) == before + 1
+    assert server.ledger.received == received + 1
+    ACCEPTED.append(orjson.loads(good)["inference_id"])

@@ -94,8 +94,14 @@ async def test_a_body_dribbled_a_byte_at_a_time_is_cut_at_the_body_deadline(serv
 
 
 async def test_connections_beyond_the_bound_are_refused_and_the_server_keeps_serving(server) -> None:
+    """Busy connections (a body on its way) hold their slots; one more connection gets a 503."""
     _, port = server
-    held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(4)]
+    held = []
+    for _ in range(4):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /v1/records HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        await writer.drain()
+        held.append((reader, writer))
     try:
         await asyncio.sleep(0.05)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -109,3 +115,37 @@ async def test_connections_beyond_the_bound_are_refused_and_the_server_keeps_ser
     await asyncio.sleep(0.1)  # the held connections end; the server serves again
     answer = await exchange(port, b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 200"), answer[:80]
+
+
+async def test_idle_keep_alive_connections_make_room_for_a_new_one(server) -> None:
+    """Regression (hostile review): connections that each sent one request and then idled held
+    every slot, so the client's own fallback got 503s. The oldest idle one is closed instead."""
+    _, port = server
+    idle = []
+    for _ in range(4):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")  # keep-alive, then silence
+        await writer.drain()
+        await reader.readuntil(b"}")
+        idle.append((reader, writer))
+    try:
+        answer = await exchange(port, b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:80]
+        async with asyncio.timeout(5):
+            assert await idle[0][0].read() == b""  # the oldest idle connection was closed
+    finally:
+        for _, writer in idle:
+            writer.close()
+
+
+async def test_the_servers_own_refusals_are_counted() -> None:
+    refused: list[str] = []
+    instance = HTTPServer(echo, 1024, body_timeout_s=0.3, on_refused=refused.append)
+    port = await instance.start("127.0.0.1", 0)
+    try:
+        await exchange(port, b"POST /v1/records HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n")
+        await exchange(port, b"POST /v1/records HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{")
+        await exchange(port, b"\x00\xff garbage\r\n\r\n")
+    finally:
+        await instance.close()
+    assert refused == ["too_large", "timeout", "malformed"]

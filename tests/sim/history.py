@@ -183,8 +183,9 @@ class Simulation:
             if live:
                 live[op.target % len(live)].kill()
                 self._reap()
-        elif op.kind == "tear":
-            self.target(op.target).spool.tear_next = rng
+        elif op.kind == "tear":  # one of the next few spool writes is cut short by the kill
+            spool = self.target(op.target).spool
+            spool.tear_next, spool.tear_skip = rng, rng.randrange(4)
         elif op.kind == "shutdown":
             live = self.live()
             if live:

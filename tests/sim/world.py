@@ -28,13 +28,16 @@ class SimSpool(Spool):
     """The real spool, plus a kill switch and torn writes."""
 
     dead = False
-    #: When set, the next write writes only a prefix of its payload and the process dies.
+    #: When set, a coming write (after ``tear_skip`` more) writes only a prefix and the process dies.
     tear_next: random.Random | None = None
+    tear_skip = 0
 
     def _write(self, segment: Any, payload: bytes) -> bool:
         if self.dead:
             return False
-        if self.tear_next is not None and len(payload) > 1:
+        if self.tear_next is not None and len(payload) > 1 and self.tear_skip > 0:
+            self.tear_skip -= 1
+        elif self.tear_next is not None and len(payload) > 1:
             rng, self.tear_next = self.tear_next, None
             cut = rng.randrange(1, len(payload))
             os.write(segment.fd, payload[:cut])

@@ -4,6 +4,8 @@ import asyncio
 import random
 import time
 
+import pytest
+
 from capture_ext.core.buffer import MemoryBudget, RecordBuffer
 from capture_ext.core.dispatcher import Dispatcher
 from capture_ext.core.ledger import Ledger
@@ -152,3 +154,44 @@ def test_failed_ids_shared_by_several_records_retry_the_whole_batch():
     assert len(failed_part(batch, WriteResult.retryable("x", failed_ids=["a"]))) == 3
     assert [r["n"] for r in failed_part(batch, WriteResult.retryable("x", failed_ids=["b"])).records] == [1]
     assert len(failed_part(batch, WriteResult.retryable("x", failed_indices=[7]))) == 3  # out of range: all
+
+
+async def test_a_sink_that_always_hangs_opens_its_breaker():
+    """Regression (hostile review): every write saw a little less than the flush timeout left, so a
+    hang always looked "cut short by the deadline", the breaker never opened and every invoke paid
+    the whole flush budget."""
+    sink = ScriptedSink("a", delay=3600)
+    dispatcher, _, _ = setup([sink])
+    dispatcher.fair_budget_s = 0.3
+    await dispatcher.flush(time.monotonic() + 0.3)
+    assert dispatcher.states_by_name() == {"a": "open"}
+    assert dispatcher.states["a"].consecutive_failures == 1
+
+
+async def test_a_write_that_starts_with_little_time_left_is_not_a_failure():
+    sink = ScriptedSink("a", delay=3600)
+    dispatcher, _, _ = setup([sink])
+    dispatcher.fair_budget_s = 2.0
+    await dispatcher.flush(time.monotonic() + 0.2)  # a tenth of a fair budget: cut short, not failed
+    assert dispatcher.states_by_name() == {"a": "ok"}
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        WriteResult.retryable("x", failed_indices=["1"]),  # type: ignore[list-item]
+        WriteResult.retryable("x", failed_indices=[1.0]),  # type: ignore[list-item]
+        WriteResult.retryable("x", failed_indices=[True]),
+        WriteResult.retryable("x", failed_ids=[3]),  # type: ignore[list-item]
+        WriteResult.retryable("x", retry_after_s=float("nan")),
+        WriteResult.retryable("x", retry_after_s="soon"),  # type: ignore[arg-type]
+    ],
+)
+async def test_a_malformed_partial_answer_retries_the_whole_batch_and_never_raises(answer):
+    """Regression (hostile review): failed_indices=("1",) raised TypeError out of the flush, the
+    extension exited, and the replayed batch crashed every new environment the same way."""
+    sink = ScriptedSink("a", [answer])
+    dispatcher, ledger, _ = setup([sink])
+    await dispatcher.flush(time.monotonic() + 5)
+    assert [len(b) for b in sink.seen] == [4, 4]
+    assert ledger.sinks["a"].delivered == 4

@@ -58,6 +58,34 @@ def _per_segment_batch_ids(self: spool_module.Spool, scan: spool_module._Scan) -
         scan.seals[batch_id] = {**seal, "segment": segment}
 
 
+def _sealed_up_to_the_last_seal_line(
+    self: spool_module.Spool, segment: spool_module.Segment, scan: spool_module._Scan
+) -> None:
+    """The scan as it was: every record before the last seal line counts as sealed."""
+    data = open(segment.path, "rb").read()  # noqa: SIM115 - a mutant, kept short
+    position, run_ = 0, []
+    while (end := data.find(b"\n", position)) >= 0:
+        line = data[position:end]
+        if line[:1] == b"{":
+            run_.append((position, end + 1))
+        elif line[:1] == spool_module.SEAL:
+            seal = {**orjson.loads(line[1:]), "segment": segment}
+            scan.seals[seal["b"]] = seal
+            scan.saw_sequence(seal["e"], int(seal["q"]))
+            run_ = []
+        elif line[:1] == spool_module.ACK:
+            ack = orjson.loads(line[1:])
+            scan.acks.setdefault(ack["b"], set()).add(ack["s"])
+        elif line[:1] == spool_module.HEADER:
+            scan.saw_sequence(segment.environment_id, int(orjson.loads(line[1:])["q"]))
+        position = end + 1
+    segment.size = position
+    if position < len(data):
+        os.truncate(segment.path, position)
+    if run_:
+        scan.runs.append((segment, run_))
+
+
 def _retry_by_shared_ids(batch: Batch, result: WriteResult) -> Batch:
     if result.failed_indices:
         ids = {batch.records[i].get("inference_id") for i in result.failed_indices}
@@ -74,8 +102,9 @@ original_failed_part = dispatcher_module.failed_part
     [
         (spool_module.Spool, "_seal_runs", _per_segment_batch_ids),
         (dispatcher_module, "failed_part", _retry_by_shared_ids),
+        (spool_module.Spool, "_scan", _sealed_up_to_the_last_seal_line),
     ],
-    ids=["recovered-batch-id-reuse", "retry-by-shared-client-id"],
+    ids=["recovered-batch-id-reuse", "retry-by-shared-client-id", "kill-between-two-seal-lines"],
 )
 def test_the_simulation_finds_a_defect_put_back(monkeypatch: pytest.MonkeyPatch, target, name, mutant) -> None:
     monkeypatch.setattr(target, name, mutant)

@@ -224,3 +224,60 @@ def test_fsync_always_makes_a_new_segment_durable_in_its_directory(tmp_path, mon
     spool = open_spool(tmp_path / "spool", fsync="always")
     assert str(tmp_path / "spool") in synced  # the directory entry of the first segment
     assert spool.active.path in synced
+
+
+def test_records_before_a_seal_line_that_does_not_cover_them_are_recovered(tmp_path):
+    """Regression (hostile review): one flush seals several batches; a kill after the first seal
+    line left the later batches' records *before* a seal line yet covered by none, and the scan
+    treated everything before the last seal line as sealed: acknowledged records, silently lost."""
+    directory = tmp_path / "spool"
+    spool = open_spool(directory)
+    payload = [line(i) for i in range(1, 7)]
+    ends = spool.append(payload)
+    assert ends is not None
+    first_start = ends[0] - len(payload[0]) - 1
+    spool.seal("envA-00000001", 1, 2, first_start, ends[1])  # killed before the seals of 3-4 and 5-6
+    die(spool)
+    adopter = open_spool(directory, env="envB")
+    found = adopter.adopt()
+    assert [(a.batch_id, a.count) for a in found] == [("envA-00000001", 2), ("envA-00000002", 4)]
+    records, _ = Spool.read(found[1].location)
+    assert [r["sequence"] for r in records] == [3, 4, 5, 6]
+
+
+def test_a_segment_that_cannot_be_opened_turns_the_spool_off_without_losing_state(tmp_path, monkeypatch):
+    import capture_ext.core.spool as spool_module
+
+    spool = open_spool(tmp_path / "spool", max_bytes=16384)
+    real_open = spool_module._open_file
+
+    def failing_open(path, flags):
+        if path.endswith(".seg"):
+            raise OSError(5, "Input/output error")
+        return real_open(path, flags)
+
+    monkeypatch.setattr(spool_module, "_open_file", failing_open)
+    ends = spool.append([line(i) + b" " * 900 for i in range(1, 4)])
+    assert ends is not None
+    assert spool.seal("envA-00000001", 1, 3, 0, ends[-1]) is not None
+    spool.sealed_all()  # wants to rotate: cannot
+    assert spool.broken and "cannot open a new segment" in spool.broken
+    assert spool.append([line(9)]) is None  # new records go to memory, the caller is told
+
+
+def test_an_adopter_takes_at_most_one_bound_of_dead_spools_and_still_has_room_for_its_own(tmp_path):
+    """Regression (hostile review): on a shared volume the first process adopted every dead
+    environment, counted their bytes against its own bound and refused all its own records."""
+    directory = tmp_path / "spool"
+    for env in ("dead0", "dead1", "dead2"):
+        dead = open_spool(directory, env=env, max_bytes=16384)
+        while dead.append([line(len(dead.segments), env) + b" " * 500]) is not None:
+            pass  # filled up while its sink was down
+        die(dead)
+    fresh = open_spool(directory, env="fresh", max_bytes=16384)
+    adopted_envs = {a.environment_id for a in fresh.adopt()}
+    assert adopted_envs == {"dead0"}  # the others wait for another process, their locks free
+    assert fresh.adopted_bytes > 14000
+    assert fresh.append([line(1, "fresh")]) is not None  # its own records still fit
+    other = open_spool(directory, env="other", max_bytes=16384)
+    assert {a.environment_id for a in other.adopt()} == {"dead1"}
