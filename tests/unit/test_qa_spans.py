@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 import math
+import sys
+import threading
+from typing import Any
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inference_fn.qa import QuestionAnswerer, QuestionTooLongError, best_span
+from inference_fn.qa import (
+    ContextTooLongError,
+    InputTooLongError,
+    NoTokensError,
+    QuestionAnswerer,
+    QuestionTooLongError,
+    best_span,
+)
 from tests.qa_models import END_WORD, START_WORD, tiny_model
 
 FILLER = ["the", "old", "city", "was", "there"]
@@ -167,3 +178,151 @@ def test_random_model_answers_with_a_span_of_the_context() -> None:
     assert context[answer.start : answer.end] == answer.text
     assert 0.0 < answer.score <= 1.0
     assert qa.info == {"name": "tiny-distilbert-qa", "version": "seed7"}
+
+
+# -- bounded work per request -------------------------------------------------------------
+
+
+class ForwardCalls:
+    """Records the batch size of every forward pass, through a real torch forward pre-hook."""
+
+    def __init__(self, qa: QuestionAnswerer) -> None:
+        self.batches: list[int] = []
+        self._handle = qa.model.register_forward_pre_hook(self._record, with_kwargs=True)
+
+    def _record(self, module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        self.batches.append(int(kwargs["input_ids"].shape[0]))
+
+    def __enter__(self) -> ForwardCalls:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.remove()
+
+
+def test_a_context_past_the_token_limit_is_refused_before_the_model_runs() -> None:
+    """20,000 characters of '.' are 20,000 tokens: the character limit alone bounded nothing."""
+    qa = QuestionAnswerer.from_dir(tiny_model("wired"))
+    with (
+        ForwardCalls(qa) as calls,
+        pytest.raises(ContextTooLongError, match="context is 20000 tokens; the limit is 6144"),
+    ):
+        qa.answer("where?", "." * 20_000)
+    assert calls.batches == []
+    assert isinstance(ContextTooLongError("x"), InputTooLongError)
+
+
+def test_windows_go_through_the_model_a_batch_at_a_time() -> None:
+    qa = QuestionAnswerer.from_dir(tiny_model("wired"), max_seq_len=32, doc_stride=10, batch_windows=3)
+    context, expected = long_context(100, words=200)
+    with ForwardCalls(qa) as calls:
+        answer = qa.answer("where?", context)
+    assert answer.text == expected
+    windows = qa.windows_for(qa.question_tokens(context), qa.question_tokens("where?"))
+    assert sum(calls.batches) == windows > 3
+    assert max(calls.batches) == 3
+
+
+@pytest.mark.parametrize("position", [0, 37, 101, 166])
+def test_batching_does_not_change_the_answer_or_the_score(position: int) -> None:
+    one = QuestionAnswerer.from_dir(tiny_model("random"), max_seq_len=32, doc_stride=10, batch_windows=1)
+    every = QuestionAnswerer.from_dir(tiny_model("random"), max_seq_len=32, doc_stride=10, batch_windows=1_000)
+    context, _ = long_context(position, words=170)
+    a, b = one.answer("which city?", context), every.answer("which city?", context)
+    assert (a.start, a.end, a.text) == (b.start, b.end, b.text)
+    assert a.score == pytest.approx(b.score, rel=1e-4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    words=st.integers(min_value=1, max_value=400),
+    question_words=st.integers(min_value=1, max_value=20),
+    max_seq_len=st.integers(min_value=24, max_value=64),
+    doc_stride=st.integers(min_value=0, max_value=40),
+)
+def test_window_count_is_what_the_tokenizer_cuts(
+    words: int, question_words: int, max_seq_len: int, doc_stride: int
+) -> None:
+    """max_windows is derived from windows_for, so windows_for must match the tokenizer exactly."""
+    qa = _wired_qa(max_seq_len, doc_stride)
+    question = " ".join(["city"] * question_words)
+    if max_seq_len - question_words - 3 < 2:
+        return
+    context = " ".join(FILLER[i % len(FILLER)] for i in range(words))
+    encoded = qa.tokenizer(
+        question, context, truncation="only_second", max_length=qa.max_seq_len,
+        stride=max(0, min(qa.doc_stride, (qa.max_seq_len - question_words - 3) // 2)),
+        return_overflowing_tokens=True,
+    )  # fmt: skip
+    assert qa.windows_for(words, question_words) == len(encoded["input_ids"])
+
+
+@functools.cache
+def _wired_qa(max_seq_len: int, doc_stride: int) -> QuestionAnswerer:
+    return QuestionAnswerer.from_dir(tiny_model("wired"), max_seq_len=max_seq_len, doc_stride=doc_stride)
+
+
+def test_the_worst_request_has_a_known_number_of_windows() -> None:
+    qa = QuestionAnswerer.from_dir(tiny_model("wired"), max_context_tokens=2_000, batch_windows=4)
+    question = " ".join(["city"] * qa.max_question_len)
+    context = " ".join(FILLER[i % len(FILLER)] for i in range(2_000))
+    with ForwardCalls(qa) as calls:
+        qa.answer(question, context)
+    assert sum(calls.batches) == qa.max_windows
+    assert max(calls.batches) == 4
+    with pytest.raises(ContextTooLongError, match="context is 2001 tokens; the limit is 2000"):
+        qa.answer(question, context + " city")
+
+
+@pytest.mark.parametrize(
+    ("field", "question", "context"), [("question", "\x00\u200b", "the city"), ("context", "where?", "\u200b" * 9)]
+)
+def test_text_with_no_tokens_is_refused(field: str, question: str, context: str) -> None:
+    qa = QuestionAnswerer.from_dir(tiny_model("wired"))
+    with pytest.raises(NoTokensError, match=f"field '{field}' has no text the model can read"):
+        qa.answer(question, context)
+
+
+def test_bad_bounds_are_refused() -> None:
+    with pytest.raises(ValueError, match="batch_windows"):
+        QuestionAnswerer.from_dir(tiny_model("wired"), batch_windows=0)
+
+
+def test_concurrent_calls_share_the_tokenizer_safely() -> None:
+    """A fast tokenizer's truncation setting lives on one shared object that every call resets:
+    unlocked, a call counting tokens (no truncation) between another call's "truncate to 384" and
+    its encode sent a 708-token window to the model ("size of tensor a (708) must match ... (512)")."""
+    qa = QuestionAnswerer.from_dir(tiny_model("wired"))
+    context, expected = long_context(600, words=700)  # ~700 tokens: more than one window
+    assert qa.answer("where?", context).text == expected
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def count_tokens() -> None:
+        while not stop.is_set():
+            qa.question_tokens("where is it?")
+
+    def answer() -> None:
+        for _ in range(12):
+            try:
+                got = qa.answer("where?", context).text
+                if got != expected:
+                    failures.append(f"answered {got!r}")
+            except Exception as exc:
+                failures.append(repr(exc))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads often, so that a race shows within a few calls
+    counters = [threading.Thread(target=count_tokens) for _ in range(2)]
+    answerers = [threading.Thread(target=answer) for _ in range(2)]
+    try:
+        for thread in counters + answerers:
+            thread.start()
+        for thread in answerers:
+            thread.join(timeout=60)
+    finally:
+        stop.set()
+        for thread in counters:
+            thread.join(timeout=10)
+        sys.setswitchinterval(interval)
+    assert not failures, f"{len(failures)} of 24 calls failed: {failures[:2]}"
