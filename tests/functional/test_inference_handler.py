@@ -6,139 +6,30 @@ The listener below is a plain ``AF_UNIX`` stream server reading the NDJSON lines
 
 from __future__ import annotations
 
-import base64
 import json
-import queue
 import socket
 import threading
-import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
-from awslambdaric.lambda_context import LambdaContext
 
 import capture_ext.client as capture_client
-from capture_ext.testing.net import free_port
+from tests.functional.inference_support import (  # noqa: F401  (fixtures)
+    CONTEXT,
+    EVENTS,
+    EXPECTED,
+    QUESTION,
+    SocketListener,
+    api_event,
+    app_fixture,
+    capture_env_fixture,
+    lambda_context,
+    listener_fixture,
+)
 from tests.qa_models import tiny_model
-
-EVENTS = Path(__file__).resolve().parents[2] / "events"
-QUESTION = "Which city is the capital of France?"
-CONTEXT = "Paris is the capital and largest city of France. It lies on the river Seine."
-#: What the wired model must answer for CONTEXT: from its first "paris" to the next "france".
-EXPECTED = CONTEXT[: CONTEXT.index("France") + len("France")]
-
-
-class SocketListener:
-    """Accepts connections on a Unix socket and queues every NDJSON line received."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
-        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._server.bind(str(path))
-        self._server.listen()
-        self._server.settimeout(0.2)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
-
-    def _read(self, conn: socket.socket) -> None:
-        with conn, conn.makefile("rb") as stream:
-            for line in stream:
-                self.lines.put(json.loads(line))
-
-    def records(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
-        """The next ``count`` capture records (control lines are skipped)."""
-        found: list[dict[str, Any]] = []
-        deadline = time.monotonic() + timeout
-        while len(found) < count:
-            line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
-            if capture_client.CONTROL_KEY not in line:
-                found.append(line)
-        return found
-
-    def drain(self, wait: float = 0.3) -> list[dict[str, Any]]:
-        """Every line that arrives within ``wait`` seconds."""
-        time.sleep(wait)
-        out = []
-        while not self.lines.empty():
-            out.append(self.lines.get_nowait())
-        return out
-
-    def close(self) -> None:
-        self._stop.set()
-        self._server.close()
-        self._thread.join(timeout=2)
-
-
-@pytest.fixture
-def capture_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A fresh process-wide capture client pointed at ``tmp_path/capture.sock``, nothing else."""
-    sock_path = tmp_path / "capture.sock"
-    monkeypatch.setenv("CAPTURE_SOCKET", str(sock_path))
-    # A port nothing listens on, so the HTTP fallback cannot reach another test's extension.
-    monkeypatch.setenv("CAPTURE_PORT", str(free_port()))
-    monkeypatch.delenv("CAPTURE_SAMPLE_RATE", raising=False)
-    monkeypatch.setattr(capture_client, "_client", None)
-    yield sock_path
-    if capture_client._client is not None:
-        capture_client._client.close()
-
-
-@pytest.fixture
-def listener(capture_env: Path) -> Iterator[SocketListener]:
-    server = SocketListener(capture_env)
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture
-def app(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The handler module with a model holder of its own, pointed at the wired tiny model."""
-    monkeypatch.setenv("MODEL_DIR", str(tiny_model("wired")))
-    from inference_fn import app as module
-
-    monkeypatch.setattr(module, "MODEL", module.ModelHolder())
-    return module
-
-
-def lambda_context() -> LambdaContext:
-    return LambdaContext(
-        str(uuid.uuid4()),
-        None,
-        None,
-        int(time.time() * 1000) + 30_000,
-        "arn:aws:lambda:us-east-1:123456789012:function:nlp-qa",
-    )
-
-
-def api_event(body: str | None, *, b64: bool = False) -> dict[str, Any]:
-    if b64 and body is not None:
-        body = base64.b64encode(body.encode()).decode()
-    return {
-        "resource": "/nlp-qa",
-        "path": "/nlp-qa",
-        "httpMethod": "POST",
-        "headers": {"Content-Type": "application/json"},
-        "requestContext": {"httpMethod": "POST", "stage": "Prod", "requestId": "r-1"},
-        "body": body,
-        "isBase64Encoded": b64,
-    }
 
 
 def test_api_request_is_answered_and_captured(app: Any, listener: SocketListener) -> None:
@@ -213,31 +104,41 @@ def test_model_is_loaded_at_import_when_model_dir_is_set(monkeypatch: pytest.Mon
 
 
 BAD_BODIES = [
-    (None, "request body is missing"),
-    ('{"question": "Which city?", "context": ', "request body is not valid JSON"),
-    (json.dumps([QUESTION, CONTEXT]), "expected a JSON object"),
-    (json.dumps({"context": CONTEXT}), "missing field 'question'"),
-    (json.dumps({"question": QUESTION}), "missing field 'context'"),
-    (json.dumps({"question": None, "context": CONTEXT}), "missing field 'question'"),
-    (json.dumps({"question": "", "context": CONTEXT}), "field 'question' is empty"),
-    (json.dumps({"question": QUESTION, "context": " \n\t"}), "field 'context' is empty"),
-    (json.dumps({"question": 42, "context": CONTEXT}), "field 'question' must be a string, not int"),
-    (json.dumps({"question": QUESTION, "context": "x" * 20_001}), "field 'context' is 20001 characters"),
-    (json.dumps({"question": "q" * 1_001, "context": CONTEXT}), "field 'question' is 1001 characters"),
-    (json.dumps({"question": " ".join(["a"] * 100), "context": CONTEXT}), "question is 100 tokens; the limit is 64"),
+    (None, 400, "request body is missing"),
+    ('{"question": "Which city?", "context": ', 400, "request body is not valid JSON"),
+    (json.dumps([QUESTION, CONTEXT]), 400, "expected a JSON object"),
+    (json.dumps({"context": CONTEXT}), 400, "missing field 'question'"),
+    (json.dumps({"question": QUESTION}), 400, "missing field 'context'"),
+    (json.dumps({"question": None, "context": CONTEXT}), 400, "missing field 'question'"),
+    (json.dumps({"question": "", "context": CONTEXT}), 400, "field 'question' is empty"),
+    (json.dumps({"question": QUESTION, "context": " \n\t"}), 400, "field 'context' is empty"),
+    (json.dumps({"question": 42, "context": CONTEXT}), 400, "field 'question' must be a string, not int"),
+    (json.dumps({"question": QUESTION, "context": "x" * 20_001}), 413, "field 'context' is 20001 characters"),
+    (json.dumps({"question": "q" * 1_001, "context": CONTEXT}), 413, "field 'question' is 1001 characters"),
+    (
+        json.dumps({"question": " ".join(["a"] * 100), "context": CONTEXT}),
+        413,
+        "question is 100 tokens; the limit is 64",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("body", "problem"), BAD_BODIES, ids=[p for _, p in BAD_BODIES])
-def test_bad_requests_get_a_400_naming_the_problem(
-    app: Any, listener: SocketListener, body: str | None, problem: str
+@pytest.mark.parametrize(("body", "status", "problem"), BAD_BODIES, ids=[p for _, _, p in BAD_BODIES])
+def test_bad_requests_get_a_4xx_naming_the_problem(
+    app: Any, listener: SocketListener, body: str | None, status: int, problem: str
 ) -> None:
-    response = app.handler(api_event(body), lambda_context())
-    assert response["statusCode"] == 400
+    context = lambda_context()
+    response = app.handler(api_event(body), context)
+    assert response["statusCode"] == status
     assert response["headers"]["Content-Type"] == "application/json"
-    assert problem in json.loads(response["body"])["error"]
-    # Nothing was answered, so nothing is captured (only the handler-done control line).
-    assert all(capture_client.CONTROL_KEY in line for line in listener.drain())
+    error = json.loads(response["body"])
+    assert problem in error["error"]
+    # Nothing was answered, but the refusal is captured, flagged, under the id the caller got.
+    (record,) = listener.records(1)
+    assert record["inference_id"] == error["inference_id"]
+    assert record["request_id"] == context.aws_request_id
+    assert record["metadata"] == {"source": "api", "rejected": True, "status": status, "error": error["error"]}
+    assert "output" not in record
 
 
 def test_invalid_base64_is_a_400(app: Any, listener: SocketListener) -> None:
@@ -249,10 +150,8 @@ def test_invalid_base64_is_a_400(app: Any, listener: SocketListener) -> None:
 
 
 def test_bad_direct_invocation_names_the_problem(app: Any, listener: SocketListener) -> None:
-    assert app.handler({"context": CONTEXT}, lambda_context()) == {
-        "statusCode": 400,
-        "error": "missing field 'question'",
-    }
+    response = app.handler({"context": CONTEXT}, lambda_context())
+    assert response == {"statusCode": 400, "error": "missing field 'question'", "inference_id": ANY}
     assert app.handler(["not", "a", "dict"], lambda_context())["statusCode"] == 400
 
 
