@@ -42,7 +42,7 @@ class SocketListener:
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._server.bind(str(path))
         self._server.listen()
-        self._server.settimeout(0.2)
+        self._server.settimeout(0.05)  # how long close() may wait for the accept loop to notice
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
