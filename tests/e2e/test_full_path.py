@@ -64,8 +64,10 @@ async def test_every_answered_request_lands_in_all_three_sinks_through_shutdown(
                 assert body["Answer"].lower().split()[0] == START_WORD  # the wired model's known span
                 assert body["Answer"].lower().split()[-1] == END_WORD
                 answered[body["inference_id"]] = request_id
-            status, body, _ = await _ask(session, url, "", "no question")
+            status, body, request_id = await _ask(session, url, "", "no question")
             assert status == 400 and "question" in body["error"]
+            # A refused request is captured too, flagged (docs/deployment.md, "Limits and refused requests").
+            refused = {body["inference_id"]: request_id}
     finally:
         await front.close()
     before_shutdown = delivered_ids(aws)
@@ -74,15 +76,20 @@ async def test_every_answered_request_lands_in_all_three_sinks_through_shutdown(
     assert report is not None and report.killed == () and report.exit_codes["capture-ext"] == 0
     assert [r.reason for r in emu.resets] == ["spindown"]
     sinks = delivered_ids(aws)
+    captured = {**answered, **refused}
     for sink, ids in sinks.items():
-        assert sorted(ids) == sorted(answered), sink  # every record, once, in every sink
-        assert 0 < len(before_shutdown[sink]) < len(answered), sink  # some by a due flush, the rest at SHUTDOWN
+        assert sorted(ids) == sorted(captured), sink  # every record, once, in every sink
+        assert 0 < len(before_shutdown[sink]) < len(captured), sink  # some by a due flush, the rest at SHUTDOWN
     jsonl = [r for rows in aws.read_all_jsonl(BUCKET, "inference-capture/jsonl/").values() for r in rows]
     for record in jsonl:
-        assert record["request_id"] == answered[record["inference_id"]]  # the Lambda request id, end to end
+        assert record["request_id"] == captured[record["inference_id"]]  # the Lambda request id, end to end
         assert record["function_name"] == FUNCTION
-        assert record["input"]["question"] in {q for q, _ in QUESTIONS}
         assert record["model"]["name"].startswith("tiny-distilbert-qa")
+        if record["inference_id"] in refused:
+            assert record["metadata"] == {"source": "api", "rejected": True, "status": 400,
+                                          "error": "field 'question' is empty"}  # fmt: skip
+        else:
+            assert record["input"]["question"] in {q for q, _ in QUESTIONS}
     [stream] = aws.log_streams(LOG_GROUP)
     assert stream.endswith(f"/{FUNCTION}/{jsonl[0]['environment_id']}")
 
