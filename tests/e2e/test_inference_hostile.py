@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from capture_ext.testing.emulator.apigw import INVOKE_PATH, ApiGatewayFront
+from capture_ext.emulator.apigw import INVOKE_PATH, ApiGatewayFront
 from capture_ext.testing.net import free_port
 from tests.e2e.fixtures.full_stack import REPO, install_extension
 from tests.qa_models import tiny_model
