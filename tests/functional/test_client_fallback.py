@@ -30,16 +30,16 @@ from capture_ext.testing.net import free_port
 class IngestServer:
     """The extension's ingest HTTP endpoint on its own loop in a thread (the client blocks)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, max_request_bytes: int = 1024 * 1024, memory: int = 1024 * 1024) -> None:
         self.loop = asyncio.new_event_loop()
         self.ledger = Ledger()
-        budget = MemoryBudget(1024 * 1024)
+        budget = MemoryBudget(memory)
         self.store = Store(RecordBuffer("fallback", budget, 1000, 1024 * 1024), budget, sinks=["probe"])
         self.done: list[str] = []
         self.ingest = Ingest(
             self.store, self.ledger, Enricher("f", "1", "fallback"), 64 * 1024, on_handler_done=self.done.append
         )
-        self.http = HTTPServer(self.ingest.handle_http, 1024 * 1024)
+        self.http = HTTPServer(self.ingest.handle_http, max_request_bytes)
         ready = threading.Event()
 
         def run() -> None:
@@ -111,6 +111,39 @@ def test_records_captured_while_the_extension_is_away_arrive_once_it_is_back(cli
         assert handler("late", SimpleNamespace(aws_request_id="req-late")) == "ok"
         client.flush(1000)
         assert server.inputs() == ["early-0", "early-1", "early-2", "late"]
+        assert client.stats["dropped"] == 0
+    finally:
+        server.stop()
+
+
+def test_a_lower_request_cap_splits_the_fallback_body_instead_of_dropping_it(client: CaptureClient, port: int) -> None:
+    """Regression (hostile review): with CAPTURE_MAX_REQUEST_BYTES below the client's 1 MiB chunk,
+    the 413 made the client drop every record of the chunk."""
+    server = IngestServer(port, max_request_bytes=4096)
+    try:
+        for n in range(40):
+            client.capture(input={"n": n, "pad": "p" * 300})
+        for _ in range(50):
+            if client.flush(200) and not client._outbox:
+                break
+        assert [r["n"] for r in server.inputs()] == list(range(40))  # type: ignore[index]
+        assert client.stats["dropped"] == 0
+    finally:
+        server.stop()
+
+
+def test_a_full_store_answers_503_keeps_nothing_and_the_client_tries_again(client: CaptureClient, port: int) -> None:
+    """All or nothing even in memory: a refused request kept nothing, so the client's retry cannot
+    duplicate half of it; the refusal is counted as rejected, not as received and dropped."""
+    server = IngestServer(port, memory=2000)
+    try:
+        for n in range(10):
+            client.capture(input={"n": n, "pad": "p" * 300})  # more than the 2,000 bytes of memory
+        client.flush(500)
+        kept = len(server.inputs())
+        assert 0 < kept < 10 and server.ledger.received == kept  # whole requests only
+        assert server.ledger.rejected["buffer_full"] >= 1 and not server.ledger.dropped
+        assert kept + client._outbox.count(b"\n") == 10  # the rest kept for a later try
         assert client.stats["dropped"] == 0
     finally:
         server.stop()
