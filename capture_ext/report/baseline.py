@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-from capture_ext.report.descriptors import CATEGORICAL, Feature, Profile
+from capture_ext.report.descriptors import CATEGORICAL, NUMERIC, TEXT, Feature, Profile
 
 FORMAT_VERSION = 1
 SAMPLE_SIZE = 5000
@@ -48,7 +47,7 @@ def to_statistics(profile: Profile, window: str, source: str) -> dict[str, Any]:
             "check_completeness": feat.check_completeness,
         }
         if feat.kind == CATEGORICAL:
-            entry["counts"] = dict(Counter(feat.values).most_common())
+            entry["counts"] = dict(feat.category_counts().most_common())
         else:
             entry["sample"] = _sample(feat.values)
         features[name] = entry
@@ -69,6 +68,38 @@ def write_statistics(path: str, profile: Profile, window: str, source: str) -> N
         handle.write("\n")
 
 
+def _feature(name: str, entry: dict[str, Any], n_rows: int) -> tuple[Feature, str]:
+    """One feature of a baseline file, checked: a bad one raises, it never reaches a test."""
+    kind, raw_kind = entry["kind"], entry["raw_kind"]
+    if kind not in (CATEGORICAL, NUMERIC) or raw_kind not in (CATEGORICAL, NUMERIC, TEXT):
+        raise ValueError(f"unknown kind {kind!r}/{raw_kind!r}")
+    present = int(entry["num_present"])
+    if not 0 <= present <= n_rows:
+        raise ValueError(f"num_present {present} is not between 0 and num_records {n_rows}")
+    counts: dict[str, int] | None = None
+    values: list[Any] = []
+    if kind == CATEGORICAL:
+        counts = {str(k): int(n) for k, n in entry["counts"].items()}
+        if any(n < 0 for n in counts.values()):
+            raise ValueError("negative category count")
+    else:
+        values = [float(v) for v in entry["sample"]]
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError("sample holds a value that is not a finite number")
+    feature = Feature(
+        name=name,
+        kind=kind,
+        description=str(entry.get("description", name)),
+        group=str(entry.get("group", "")),
+        n_rows=n_rows,
+        n_values=present,
+        values=values,
+        check_completeness=bool(entry.get("check_completeness", True)),
+        counts=counts,
+    )
+    return feature, raw_kind
+
+
 def read_statistics(path: str) -> tuple[Profile, str]:
     """Load a baseline file as a Profile (no time series) and a description of where it came from."""
     if not os.path.isfile(path):
@@ -83,28 +114,19 @@ def read_statistics(path: str) -> tuple[Profile, str]:
             f"{path} is not a capture-ext statistics file (version {FORMAT_VERSION}); "
             "make one with 'capture-ext report ... --out DIR' (DIR/statistics.json)"
         )
-    n_rows = int(doc["num_records"])
+    n_rows = doc.get("num_records")
+    if not isinstance(n_rows, int) or isinstance(n_rows, bool) or n_rows < 1:
+        raise BaselineError(f"baseline file {path}: num_records must be a positive integer, got {n_rows!r}")
+    entries = doc.get("features")
+    if not isinstance(entries, dict) or not entries:
+        raise BaselineError(f"baseline file {path}: features must be a non-empty object of features")
     features: dict[str, Feature] = {}
     kinds: dict[str, str] = {}
     name = "?"
     try:
-        for name, entry in doc["features"].items():
-            if entry["kind"] == CATEGORICAL:
-                values = [k for k, n in entry["counts"].items() for _ in range(int(n))]
-            else:
-                values = [float(v) for v in entry["sample"]]
-            kinds[name] = entry["raw_kind"]
-            features[name] = Feature(
-                name=name,
-                kind=entry["kind"],
-                description=entry.get("description", name),
-                group=entry.get("group", ""),
-                n_rows=n_rows,
-                n_values=int(entry["num_present"]),
-                values=values,
-                check_completeness=bool(entry.get("check_completeness", True)),
-            )
-    except (KeyError, TypeError, ValueError) as exc:
+        for name, entry in entries.items():
+            features[name], kinds[name] = _feature(name, entry, n_rows)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise BaselineError(f"baseline file {path} is malformed near feature {name!r}: {exc!r}") from exc
     label = f"baseline file {os.path.basename(path)} ({doc.get('window', '?')})"
     profile = Profile(

@@ -14,15 +14,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
+import shutil
 import sys
+import tempfile
 from datetime import UTC, datetime
 from typing import Any
 
-from capture_ext.report.baseline import BaselineError, read_statistics, write_statistics
-from capture_ext.report.descriptors import Profile, build_profile
+from capture_ext.report.baseline import BaselineError, read_statistics, to_statistics
+from capture_ext.report.descriptors import Profile
 from capture_ext.report.drift import DRIFT, Check, Thresholds, compare
-from capture_ext.report.source import SourceError, Window, parse_duration, parse_time, read_records
+from capture_ext.report.engine import ENGINES, DataSource, Engine, open_engine
+from capture_ext.report.source import SourceError, Window, parse_duration, parse_time
 
 EXIT_OK, EXIT_DRIFT, EXIT_USAGE, EXIT_NO_DATA, EXIT_QUALITY = 0, 1, 2, 3, 4
 PLOTS_DIR = "plots"
@@ -61,6 +65,19 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--start", type=_arg(parse_time), help="window start, ISO 8601 (UTC if no offset)")
     src.add_argument("--end", type=_arg(parse_time), help="window end (exclusive); default: now when --last is used")
     src.add_argument("--last", type=_arg(parse_duration), help="window length ending at --end, e.g. 1h, 24h, 7d")
+    eng = p.add_argument_group("engine (see docs/report.md: which one when)")
+    eng.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="duckdb",
+        help="duckdb: SQL on this machine in bounded memory; athena: SQL on Athena over the Glue tables; "
+        "python: every record in memory (small data)",
+    )
+    eng.add_argument("--memory-limit", default="512MB", help="duckdb: memory limit before spilling to disk")
+    eng.add_argument("--threads", type=_arg(_positive_int), help="duckdb: worker threads (default: all cores)")
+    eng.add_argument("--workgroup", help="athena: workgroup (its result location is used)")
+    eng.add_argument("--database", help="athena: Glue database holding the capture tables")
+    eng.add_argument("--athena-output", metavar="S3_URI", help="athena: query result location, if the workgroup has none")
     base = p.add_argument_group("baseline (default: the older half of the current window's records)")
     base.add_argument("--baseline", metavar="STATISTICS_JSON", help="statistics.json from an earlier report")
     base.add_argument("--baseline-data", metavar="URI", help="another capture prefix (default: --data)")
@@ -68,11 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("--baseline-start", type=_arg(parse_time))
     base.add_argument("--baseline-end", type=_arg(parse_time))
     tests = p.add_argument_group("tests")
-    tests.add_argument("--p-value", type=float, default=Thresholds.p_value, help="KS / chi-squared / z")
-    tests.add_argument("--distance", type=float, default=Thresholds.distance, help="Wasserstein / JS")
+    tests.add_argument(
+        "--p-value", type=_arg(_probability), default=Thresholds.p_value, help="KS / chi-squared / z; in (0, 1)"
+    )
+    tests.add_argument(
+        "--distance", type=_arg(_distance), default=Thresholds.distance, help="Wasserstein / JS; a number > 0"
+    )
     tests.add_argument(
         "--small-sample",
-        type=int,
+        type=_arg(_count),
         default=Thresholds.small_sample,
         help="reference size up to which hypothesis tests are used instead of distances",
     )
@@ -95,12 +116,56 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {text!r}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = _number(text)
+    if not 0 < value < 1:
+        raise ValueError(f"a p-value threshold is between 0 and 1 (exclusive), not {text}")
+    return value
+
+
+def _distance(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise ValueError(f"a distance threshold is a number above 0, not {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise ValueError(f"a sample size is 0 or more, not {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _count(text)
+    if value < 1:
+        raise ValueError(f"must be 1 or more, not {text}")
+    return value
+
+
 def _window(start: datetime | None, end: datetime | None, last: Any) -> Window:
     if last is not None:
         end = end or datetime.now(UTC)
         if start is not None:
             raise ValueError("give either --start or --last, not both")
-        start = end - last
+        try:
+            start = end - last
+        except OverflowError:
+            raise ValueError(f"--last {last} reaches before year 1") from None
     if start and end and start >= end:
         raise ValueError(f"window start {start:%Y-%m-%dT%H:%M:%SZ} is not before its end {end:%Y-%m-%dT%H:%M:%SZ}")
     return Window(start, end)
@@ -116,36 +181,54 @@ def _check_options(args: argparse.Namespace) -> Window:
     return window
 
 
+def _engine(args: argparse.Namespace, uri: str, fmt: str) -> Engine:
+    return open_engine(
+        args.engine,
+        DataSource(uri, fmt, args.function),
+        quiet=args.quiet,
+        memory_limit=args.memory_limit,
+        threads=args.threads,
+        workgroup=args.workgroup,
+        database=args.database,
+        athena_output=args.athena_output,
+    )
+
+
 def _load(args: argparse.Namespace, window: Window) -> tuple[Profile, Profile, str, str]:
     """(baseline profile, current profile, current window text, baseline description)."""
     baseline_window = args.baseline_start is not None or args.baseline_end is not None
-    records = read_records(
-        args.data, window, fmt=args.format, function=args.function, quiet=args.quiet, label="current"
-    )
-    if not records:
-        raise SourceError(f"no records captured in {window.describe()} under {args.data}")
-    if args.baseline:
-        baseline, description = read_statistics(args.baseline)
-    elif args.baseline_data or baseline_window:
-        uri = args.baseline_data or args.data
-        bwin = _window(args.baseline_start, args.baseline_end, None)
-        base_records = read_records(
-            uri, bwin, fmt=args.baseline_format, function=args.function, quiet=args.quiet, label="baseline"
-        )
-        if not base_records:
-            raise SourceError(f"no baseline records in {bwin.describe()} under {uri}")
-        description = f"{uri} · {bwin.describe()}"
-        baseline = build_profile(base_records, "baseline")
-    else:
-        if len(records) < 2:
-            raise SourceError("only one record in the window: give a --baseline or a baseline window")
-        half = len(records) // 2
-        base_records, records = records[:half], records[half:]
-        split_at = records[0]["_ts"]
-        description = f"older half of the window (before {split_at:%Y-%m-%dT%H:%M:%S}Z)"
-        window = Window(split_at, window.end)
-        baseline = build_profile(base_records, "baseline")
-    current = build_profile(records, "current", kinds=baseline.kinds, qa=baseline.qa)
+    engine = _engine(args, args.data, args.format)
+    try:
+        if args.baseline:
+            baseline, description = read_statistics(args.baseline)
+        elif args.baseline_data or baseline_window:
+            uri = args.baseline_data or args.data
+            bwin = _window(args.baseline_start, args.baseline_end, None)
+            base_engine = engine if uri == args.data and args.baseline_format == args.format else None
+            base_engine = base_engine or _engine(args, uri, args.baseline_format)
+            try:
+                baseline = base_engine.profile(bwin, "baseline")
+            finally:
+                if base_engine is not engine:
+                    base_engine.close()
+            if not baseline.n_rows:
+                raise SourceError(f"no baseline records in {bwin.describe()} under {uri}")
+            description = f"{uri} · {bwin.describe()}"
+        else:
+            engine.scope = window
+            n, split_at = engine.split_time(window)
+            if not n:
+                raise SourceError(f"no records captured in {window.describe()} under {args.data}")
+            if split_at is None:
+                raise SourceError("only one record in the window: give a --baseline or a baseline window")
+            baseline = engine.profile(Window(window.start, split_at), "baseline")
+            window = Window(split_at, window.end)
+            description = f"older half of the window (before {split_at:%Y-%m-%dT%H:%M:%S}Z)"
+        current = engine.profile(window, "current", kinds=baseline.kinds, qa=baseline.qa)
+        if not current.n_rows:
+            raise SourceError(f"no records captured in {window.describe()} under {args.data}")
+    finally:
+        engine.close()
     return baseline, current, window.describe(), description
 
 
@@ -167,7 +250,7 @@ def write_html(
     """Render the plots (as files and embedded) and report.html; return the report's path."""
     from capture_ext.report import html, plots
 
-    out = os.path.abspath(args.out)
+    out = args.stage
     os.makedirs(os.path.join(out, PLOTS_DIR), exist_ok=True)
     verdicts = {c.feature: c for c in checks if c.check_type == DRIFT}
     order = sorted(current.features, key=lambda n: (not (n in verdicts and verdicts[n].violated), n))
@@ -176,9 +259,7 @@ def write_html(
         check = verdicts.get(name)
         verdict = "drift" if check and check.violated else "not tested" if not check or check.skipped else "no drift"
         distributions.append(plots.distribution(name, baseline.features.get(name), current.features[name], verdict))
-    series = [plots.volume(current)] if current.timestamps else []
-    over_time = plots.descriptors_over_time(current, baseline)
-    series += [over_time] if over_time else []
+    series = [p for p in (plots.volume(current), plots.descriptors_over_time(current, baseline)) if p]
     for plot in (*series, *distributions):
         with open(os.path.join(out, PLOTS_DIR, plot.filename), "wb") as handle:
             handle.write(plot.png)
@@ -200,9 +281,8 @@ def write_json(
     baseline_source: str,
     code: int,
 ) -> str:
-    """Write violations.json and statistics.json; return the path of violations.json."""
-    out = os.path.abspath(args.out)
-    os.makedirs(out, exist_ok=True)
+    """Write violations.json and statistics.json (staged); return the final path of violations.json."""
+    out = args.stage
     violations = {
         "violations": [c.as_json() for c in checks if c.violated],
         "drift_detected": code == EXIT_DRIFT,
@@ -213,12 +293,72 @@ def write_json(
         "num_records": {"baseline": baseline.n_rows, "current": current.n_rows},
         "checks": [c.as_json() | {"violated": c.violated, "skipped": c.skipped} for c in checks],
     }
-    path = os.path.join(out, "violations.json")
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(violations, handle, indent=1, ensure_ascii=False)
-        handle.write("\n")
-    write_statistics(os.path.join(out, "statistics.json"), current, window, args.data)
-    return path
+    statistics = to_statistics(current, window, args.data)
+    for name, doc in (("statistics.json", statistics), ("violations.json", violations)):
+        with open(os.path.join(out, name), "w", encoding="utf-8") as handle:
+            json.dump(doc, handle, indent=1, ensure_ascii=False, allow_nan=False)
+            handle.write("\n")
+    return os.path.join(os.path.abspath(args.out), "violations.json")
+
+
+def prepare_out(path: str) -> None:
+    """Check ``--out`` before any work: a folder that is, or can be created, writable.
+
+    A failed run must not leave a verdict behind, so an old ``violations.json`` is removed first.
+    """
+    out = os.path.abspath(path)
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {path} exists and is not a folder")
+    existing = out
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {path} is not a writable folder ({existing} is not writable)")
+    stale = os.path.join(out, "violations.json")
+    if os.path.lexists(stale):
+        try:
+            os.unlink(stale)  # a link is removed, never followed
+        except OSError as exc:
+            raise ValueError(f"--out {path}: cannot replace violations.json: {exc.strerror or exc}") from None
+
+
+def stage_dir(path: str) -> str:
+    """A staging folder inside ``--out``: outputs appear there whole, then move into place."""
+    out = os.path.abspath(path)
+    os.makedirs(out, exist_ok=True)
+    return tempfile.mkdtemp(prefix=".capture-report-", dir=out)
+
+
+def publish(stage: str, out: str) -> None:
+    """Move the staged outputs into ``out``, replacing links rather than following them;
+    violations.json last, so its presence means the whole report was written."""
+    names = sorted(os.listdir(stage), key=lambda n: n == "violations.json")
+    for name in names:
+        src, dst = os.path.join(stage, name), os.path.join(out, name)
+        if os.path.isdir(src):
+            if os.path.islink(dst) or (os.path.lexists(dst) and not os.path.isdir(dst)):
+                os.unlink(dst)
+            os.makedirs(dst, exist_ok=True)
+            for leaf in os.listdir(src):
+                os.replace(os.path.join(src, leaf), os.path.join(dst, leaf))
+        else:
+            if os.path.isdir(dst) and not os.path.islink(dst):
+                shutil.rmtree(dst)
+            os.replace(src, dst)
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def _fail(args: argparse.Namespace, message: str) -> int:
+    """One line on stderr (and in --exit-message): never a traceback, never a drift code."""
+    message = " ".join(message.split())[:2000]
+    print(f"capture-ext report: error: {message}", file=sys.stderr)
+    if args.exit_message:
+        try:
+            with open(args.exit_message, "w", encoding="utf-8") as handle:
+                handle.write(f"error: {message}"[:1000] + "\n")
+        except OSError as exc:
+            print(f"capture-ext report: cannot write --exit-message: {exc}", file=sys.stderr)
+    return EXIT_NO_DATA
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,25 +366,42 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         window = _check_options(args)
+        prepare_out(args.out)
     except ValueError as exc:
         parser.error(str(exc))  # exits 2, like every other command-line mistake
     if not logging.getLogger().handlers:
         logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     log.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
     try:
-        baseline, current, window_text, baseline_source = _load(args, window)
+        return _report(args, window)
     except (SourceError, BaselineError, ValueError) as exc:
-        print(f"capture-ext report: error: {exc}", file=sys.stderr)
-        if args.exit_message:
-            with open(args.exit_message, "w", encoding="utf-8") as handle:
-                handle.write(f"error: {exc}"[:1000] + "\n")
-        return EXIT_NO_DATA
+        return _fail(args, str(exc))
+    except Exception as exc:  # a bug must read as "no report", not as drift
+        log.debug("report failed", exc_info=True)
+        return _fail(args, f"internal error, no report written ({type(exc).__name__}: {exc}); run with -v for details")
+    finally:
+        if getattr(args, "stage", None):
+            shutil.rmtree(args.stage, ignore_errors=True)
+
+
+def _report(args: argparse.Namespace, window: Window) -> int:
+    baseline, current, window_text, baseline_source = _load(args, window)
     thresholds = Thresholds(args.p_value, args.distance, args.small_sample)
     checks = compare(baseline, current, thresholds)
     code = exit_code(checks)
     outputs = (args, baseline, current, checks, window_text, baseline_source, code)
-    violations = write_json(*outputs)
+    try:
+        args.stage = stage_dir(args.out)
+    except OSError as exc:
+        raise SourceError(f"cannot write the report to {args.out}: {exc.strerror or exc}") from exc
     report = None if args.no_html else write_html(*outputs)
+    violations = write_json(*outputs)
+    try:
+        publish(args.stage, os.path.abspath(args.out))
+    except OSError as exc:
+        raise SourceError(f"cannot write the report to {args.out}: {exc}") from exc
+    if report:
+        report = os.path.join(os.path.abspath(args.out), "report.html")
     drifted = sorted({c.feature for c in checks if c.violated and c.check_type == DRIFT})
     other = sum(c.violated and c.check_type != DRIFT for c in checks)
     verdict = f"drift in {', '.join(drifted)}" if drifted else "no drift"
@@ -254,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"report: {report}")
     print(f"violations: {violations} (exit {code})")
     if args.exit_message:
-        with open(args.exit_message, "w", encoding="utf-8") as handle:
-            handle.write(f"{summary} (exit {code})\n")
+        try:
+            with open(args.exit_message, "w", encoding="utf-8") as handle:
+                handle.write(f"{summary} (exit {code})\n")
+        except OSError as exc:
+            log.warning("cannot write --exit-message %s: %s", args.exit_message, exc)
     return EXIT_OK if args.exit_zero else code

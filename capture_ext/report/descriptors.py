@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -52,10 +53,32 @@ class Feature:
     series: list[Any] | None = None
     n_type_errors: int = 0
     check_completeness: bool = True
+    # Exact category counts when the engine aggregated them (values then stays empty).
+    counts: dict[str, int] | None = None
 
     @property
     def completeness(self) -> float:
         return self.n_values / self.n_rows if self.n_rows else 0.0
+
+    def category_counts(self) -> Counter[str]:
+        """Counts per category, whether the engine returned counts or the values themselves."""
+        if self.counts is not None:
+            return Counter(self.counts)
+        return Counter(map(str, self.values))
+
+
+@dataclass
+class Series:
+    """The current window over time, already aggregated per bucket (bounded: ≤ MAX_BUCKETS + 1).
+
+    ``quantiles`` maps a numeric feature to its (median, 90th percentile) per bucket, ``None``
+    where the bucket holds no value of it.
+    """
+
+    bucket_seconds: int
+    starts: list[datetime]
+    volume: list[int]
+    quantiles: dict[str, tuple[list[float | None], list[float | None]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -67,8 +90,10 @@ class Profile:
     qa: bool
     kinds: dict[str, str]
     features: dict[str, Feature]
-    timestamps: list[datetime] = field(default_factory=list)
+    series: Series | None = None
     extra_fields: list[str] = field(default_factory=list)
+    first: datetime | None = None
+    last: datetime | None = None
 
 
 def _get(obj: Any, name: str) -> Any:
@@ -235,12 +260,19 @@ def build_profile(
             check_completeness=name not in QA_FIELDS,
         )
     extra = sorted(n for n, v in columns.items() if n not in kinds and any(x is not None for x in v))
-    return Profile(
+    timestamps = [r["_ts"] for r in records] if all("_ts" in r for r in records) else []
+    profile = Profile(
         label=label,
         n_rows=len(records),
         qa=qa,
         kinds=dict(kinds),
         features=features,
-        timestamps=[r["_ts"] for r in records] if all("_ts" in r for r in records) else [],
         extra_fields=extra,
+        first=min(timestamps) if timestamps else None,
+        last=max(timestamps) if timestamps else None,
     )
+    if timestamps:
+        from capture_ext.report.timeseries import series_from_rows
+
+        profile.series = series_from_rows(timestamps, profile)
+    return profile

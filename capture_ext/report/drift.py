@@ -75,7 +75,8 @@ class Check:
         for key in ("test", "statistic", "p_value", "threshold"):
             value = getattr(self, key)
             if value is not None:
-                out[key] = float(f"{value:.6g}") if isinstance(value, float) else value
+                # NaN/inf are not JSON; a test that cannot say gives no number rather than a bad file
+                out[key] = (float(f"{value:.6g}") if math.isfinite(value) else None) if isinstance(value, float) else value
         if self.check_type == DRIFT:
             out.update(baseline_count=self.n_baseline, current_count=self.n_current)
         return out
@@ -100,7 +101,7 @@ def select_test(reference: Feature, thresholds: Thresholds = Thresholds()) -> st
     if categorical:
         if not small:
             return "jensenshannon"
-        return "z" if len(set(map(_label, reference.values))) == 2 else "chi2"
+        return "z" if len(_category_counts(reference)) == 2 else "chi2"
     return "ks" if small else "wasserstein"
 
 
@@ -113,14 +114,25 @@ TEST_NAMES = {
 }
 
 
-def _counts(ref: list[Any], cur: list[Any]) -> tuple[list[int], list[int]]:
-    r, c = Counter(map(_label, ref)), Counter(map(_label, cur))
-    keys = sorted(set(r) | set(c))
-    return [r[k] for k in keys], [c[k] for k in keys]
+def _category_counts(feat: Feature) -> Counter[str]:
+    """Counts per label: exact counts for categories, the values' own counts for a numeric feature
+    with few distinct values (tested as categories)."""
+    if feat.kind == CATEGORICAL:
+        return feat.category_counts()
+    return Counter(map(_label, feat.values))
 
 
-def run_test(test: str, ref: list[Any], cur: list[Any]) -> tuple[float, float | None]:
-    """(statistic, p-value or None) of ``test`` on the two samples, computed by scipy."""
+def _counts(ref: Counter[str], cur: Counter[str]) -> tuple[list[int], list[int]]:
+    keys = sorted(set(ref) | set(cur))
+    return [ref[k] for k in keys], [cur[k] for k in keys]
+
+
+def run_test(test: str, ref: Any, cur: Any) -> tuple[float, float | None]:
+    """(statistic, p-value or None) of ``test`` on the two samples, computed by scipy.
+
+    ``ref``/``cur`` are value lists for the numeric tests and ``Counter``s (or value lists)
+    for the category tests.
+    """
     import numpy as np
     from scipy import stats
     from scipy.spatial import distance
@@ -135,6 +147,8 @@ def run_test(test: str, ref: list[Any], cur: list[Any]) -> tuple[float, float | 
         r = _finite(ref)
         norm = max(float(np.std(r)), 0.001)  # Evidently's guard against a constant reference
         return float(stats.wasserstein_distance(r, _finite(cur)) / norm), None
+    if not isinstance(ref, Counter):
+        ref, cur = Counter(map(_label, ref)), Counter(map(_label, cur))
     r_counts, c_counts = _counts(ref, cur)
     if test == "jensenshannon":
         p = np.asarray(r_counts, dtype=float) / sum(r_counts)
@@ -163,7 +177,10 @@ def drift_check(name: str, reference: Feature, current: Feature, thresholds: Thr
             skipped=True,
         )
     test = select_test(reference, thresholds)
-    statistic, p_value = run_test(test, reference.values, current.values)
+    if test in ("ks", "wasserstein"):
+        statistic, p_value = run_test(test, reference.values, current.values)
+    else:
+        statistic, p_value = run_test(test, _category_counts(reference), _category_counts(current))
     if p_value is not None:
         violated, threshold = p_value < thresholds.p_value, thresholds.p_value
         verdict = f"p-value {p_value:.4g} {'<' if violated else '≥'} {threshold}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import statistics
-from collections import Counter
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
@@ -18,6 +18,7 @@ from capture_ext.report.descriptors import CATEGORICAL, Feature, Profile
 from capture_ext.report.drift import DRIFT, TEST_NAMES, Check, Thresholds
 from capture_ext.report.plots import Plot
 
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d232a;background:#f6f7f9}
 main{max-width:1180px;margin:0 auto;padding:24px}
@@ -55,10 +56,15 @@ class Context:
 def _img(plot: Plot, plots_dir: str) -> str:
     data = base64.b64encode(plot.png).decode("ascii")
     return (
-        f'<figure id="{escape(plot.key)}"><img src="data:image/png;base64,{data}" '
-        f'data-file="{escape(plots_dir)}/{escape(plot.filename)}" alt="{escape(plot.title)}">'
-        f"<figcaption>{escape(plot.title)} · {escape(plots_dir)}/{escape(plot.filename)}</figcaption></figure>"
+        f'<figure id="{_text(plot.key)}"><img src="data:image/png;base64,{data}" '
+        f'data-file="{_text(plots_dir)}/{_text(plot.filename)}" alt="{_text(plot.title)}">'
+        f"<figcaption>{_text(plot.title)} · {_text(plots_dir)}/{_text(plot.filename)}</figcaption></figure>"
     )
+
+
+def _text(value: str) -> str:
+    """HTML-escaped, with control characters (NUL included) shown as ``\\xNN``: names come from data."""
+    return escape(CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", value))
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -68,11 +74,15 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 
 
 def _summary(feat: Feature | None) -> str:
-    if feat is None or not feat.values:
+    if feat is None:
         return "–"
     if feat.kind == CATEGORICAL:
-        top = Counter(feat.values).most_common(3)
-        return ", ".join(f"{escape(str(k))[:24]} {n / len(feat.values):.0%}" for k, n in top)
+        counts = feat.category_counts()
+        total = counts.total()
+        top = counts.most_common(3)
+        return ", ".join(f"{_text(str(k)[:24])} {n / total:.0%}" for k, n in top) if total else "–"
+    if not feat.values:
+        return "–"
     values = sorted(feat.values)
     p90 = values[min(len(values) - 1, int(0.9 * len(values)))]
     return f"mean {statistics.fmean(values):.4g} · median {statistics.median(values):.4g} · p90 {p90:.4g}"
@@ -82,7 +92,7 @@ def _banner(checks: list[Check]) -> str:
     drifted = sorted({c.feature for c in checks if c.violated and c.check_type == DRIFT})
     quality = [c for c in checks if c.violated and c.check_type != DRIFT]
     if drifted:
-        names = ", ".join(escape(n) for n in drifted)
+        names = ", ".join(_text(n) for n in drifted)
         return f'<div class="banner drift">Drift detected in {len(drifted)} feature(s): {names}</div>'
     if quality:
         return f'<div class="banner quality">No drift, but {len(quality)} data-quality violation(s)</div>'
@@ -101,10 +111,10 @@ def _checks_table(checks: list[Check]) -> str:
             else '<span class="tag good">ok</span>'
         )
         rows.append(
-            f"<tr><td>{escape(c.feature)}</td><td>{escape(c.check_type)}</td>"
-            f"<td>{escape(TEST_NAMES.get(c.test or '', '–'))}</td><td class=num>{_fmt(c.statistic)}</td>"
+            f"<tr><td>{_text(c.feature)}</td><td>{_text(c.check_type)}</td>"
+            f"<td>{_text(TEST_NAMES.get(c.test or '', '–'))}</td><td class=num>{_fmt(c.statistic)}</td>"
             f"<td class=num>{_fmt(c.p_value)}</td><td class=num>{_fmt(c.threshold)}</td>"
-            f"<td>{tag}</td><td>{escape(c.description)}</td></tr>"
+            f"<td>{tag}</td><td>{_text(c.description)}</td></tr>"
         )
     head = (
         "<tr><th>feature</th><th>check</th><th>test</th><th>statistic</th><th>p-value</th>"
@@ -118,7 +128,7 @@ def _profile_table(baseline: Profile, current: Profile) -> str:
     for name, cur in current.features.items():
         ref = baseline.features.get(name)
         rows.append(
-            f"<tr><td>{escape(name)}</td><td>{escape(cur.description)}</td>"
+            f"<tr><td>{_text(name)}</td><td>{_text(cur.description)}</td>"
             f"<td>{_summary(ref)}</td><td>{_summary(cur)}</td>"
             f"<td class=num>{cur.completeness:.0%}</td></tr>"
         )
@@ -149,14 +159,14 @@ def render(
         ("exit code", ctx.exit_code),
         ("generated", datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")),
     ]
-    meta = "".join(f"<tr><td>{escape(k)}</td><td>{escape(str(v))}</td></tr>" for k, v in kv)
+    meta = "".join(f"<tr><td>{_text(k)}</td><td>{_text(str(v))}</td></tr>" for k, v in kv)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>capture-ext drift report — {escape(ctx.window)}</title><style>{CSS}</style></head>
+<title>capture-ext drift report — {_text(ctx.window)}</title><style>{CSS}</style></head>
 <body><main>
 <h1>capture-ext drift report</h1>
-<div class="meta">{escape(ctx.source)} · {escape(ctx.window)}</div>
+<div class="meta">{_text(ctx.source)} · {_text(ctx.window)}</div>
 {_banner(checks)}
 <table class="kv">{meta}</table>
 <h2>Checks</h2>

@@ -6,20 +6,20 @@ global state), rendered to PNG bytes that the HTML embeds and that are also writ
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from capture_ext.report.descriptors import CATEGORICAL, Feature, Profile
 
 BASELINE_COLOUR, CURRENT_COLOUR = "#7f8c9a", "#d9534f"
-BUCKETS = (60, 300, 900, 3600, 6 * 3600, 86400)
-MAX_BUCKETS = 60
 MAX_CATEGORIES_SHOWN = 12
-TIME_SERIES_PREFERENCE = ("latency_ms", "score", "question_length", "answer_length", "context_length")
+MAX_SLUG = 80
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,20 @@ def _png(fig: Any) -> bytes:
 
 def plain(text: str) -> str:
     """Field names come from user data; a pair of ``$`` would switch matplotlib to math mode."""
+    text = CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
     return text.replace("$", r"\$")
 
 
 def slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "feature"
+    """A file name for a feature, distinct per name: ``a b``, ``a_b`` and ``a/b`` must not share one.
+
+    Names that are not already safe get a short hash; long names are cut (NAME_MAX is 255 bytes).
+    """
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_.") or "feature"
+    if safe == name and len(safe) <= MAX_SLUG:
+        return safe
+    digest = hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"{safe[:MAX_SLUG]}-{digest}"
 
 
 def distribution(name: str, ref: Feature | None, cur: Feature, verdict: str) -> Plot:
@@ -62,12 +71,13 @@ def distribution(name: str, ref: Feature | None, cur: Feature, verdict: str) -> 
     ax = fig.add_subplot()
     ref_values = ref.values if ref is not None else []
     if cur.kind == CATEGORICAL:
-        r, c = Counter(ref_values), Counter(cur.values)
+        r = ref.category_counts() if ref is not None else Counter[str]()
+        c = cur.category_counts()
         keys = [k for k, _ in (r + c).most_common(MAX_CATEGORIES_SHOWN)]
         x = np.arange(len(keys))
         for offset, counts, total, colour, label in (
-            (-0.2, r, len(ref_values), BASELINE_COLOUR, "baseline"),
-            (0.2, c, len(cur.values), CURRENT_COLOUR, "current"),
+            (-0.2, r, r.total(), BASELINE_COLOUR, "baseline"),
+            (0.2, c, c.total(), CURRENT_COLOUR, "current"),
         ):
             if total:
                 ax.bar(x + offset, [counts[k] / total for k in keys], 0.4, color=colour, label=label)
@@ -97,76 +107,63 @@ def distribution(name: str, ref: Feature | None, cur: Feature, verdict: str) -> 
     return Plot(f"dist:{name}", f"{name}: distribution", f"dist_{slug(name)}.png", _png(fig))
 
 
-def bucket_seconds(timestamps: list[datetime]) -> int:
-    """The smallest of 1 min … 1 day that keeps the series within MAX_BUCKETS points."""
-    if len(timestamps) < 2:
-        return BUCKETS[0]
-    span = (max(timestamps) - min(timestamps)).total_seconds()
-    return next((b for b in BUCKETS if span / b <= MAX_BUCKETS), BUCKETS[-1])
-
-
-def _bucket(ts: datetime, seconds: int) -> datetime:
-    epoch = int(ts.timestamp())
-    return datetime.fromtimestamp(epoch - epoch % seconds, UTC)
-
-
 def _bucket_label(seconds: int) -> str:
+    if seconds >= 86400:
+        return f"{seconds // 86400} d"
     return f"{seconds // 3600} h" if seconds >= 3600 else f"{seconds // 60} min"
 
 
-def volume(profile: Profile) -> Plot:
+def volume(profile: Profile) -> Plot | None:
     """Records per time bucket in the current window."""
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 
-    seconds = bucket_seconds(profile.timestamps)
-    counts = Counter(_bucket(ts, seconds) for ts in profile.timestamps)
-    keys = sorted(counts)
+    series = profile.series
+    if series is None or not series.starts:
+        return None
     fig = _figure(height=2.6, width=9)
     ax = fig.add_subplot()
-    ax.bar(keys, [counts[k] for k in keys], width=timedelta(seconds=seconds * 0.9), color=CURRENT_COLOUR)
+    width = timedelta(seconds=series.bucket_seconds * 0.9)
+    ax.bar(series.starts, series.volume, width=width, color=CURRENT_COLOUR)
     locator = AutoDateLocator()
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
-    ax.set_ylabel(f"records / {_bucket_label(seconds)}")
+    ax.set_ylabel(f"records / {_bucket_label(series.bucket_seconds)}")
     ax.set_title(f"Volume ({profile.n_rows} records)", fontsize=10)
     return Plot("volume", "Volume over time", "timeseries_volume.png", _png(fig))
 
 
-def _series_features(profile: Profile) -> list[Feature]:
-    numeric = [f for f in profile.features.values() if f.kind != CATEGORICAL and f.n_values]
-    chosen = [profile.features[n] for n in TIME_SERIES_PREFERENCE if n in profile.features]
-    chosen = [f for f in chosen if f.n_values]
-    chosen += [f for f in numeric if f not in chosen]
-    return chosen[:3]
+def _median(feat: Feature) -> float | None:
+    import numpy as np
+
+    values = np.asarray(feat.values, dtype=float)
+    values = values[np.isfinite(values)]
+    return float(np.median(values)) if values.size else None
 
 
 def descriptors_over_time(profile: Profile, baseline: Profile | None) -> Plot | None:
     """Median and 90th percentile per bucket of up to three numeric descriptors, with the baseline
     median as a dashed line: where a drift started is often the first question after "whether"."""
-    import numpy as np
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 
-    features = _series_features(profile)
-    if not features or not profile.timestamps:
+    series = profile.series
+    if series is None or not series.quantiles:
         return None
-    seconds = bucket_seconds(profile.timestamps)
-    fig = _figure(height=2.2 * len(features), width=9)
-    axes = fig.subplots(len(features), 1, sharex=True, squeeze=False)[:, 0]
-    for ax, feat in zip(axes, features, strict=True):
-        groups: dict[datetime, list[float]] = {}
-        for ts, value in zip(profile.timestamps, feat.series or [], strict=True):
-            if value is not None:
-                groups.setdefault(_bucket(ts, seconds), []).append(value)
-        keys = sorted(groups)
-        ax.plot(keys, [np.median(groups[k]) for k in keys], marker=".", color=CURRENT_COLOUR, label="median")
-        ax.plot(keys, [np.percentile(groups[k], 90) for k in keys], ":", color=CURRENT_COLOUR, label="p90")
-        ref = baseline.features.get(feat.name) if baseline else None
-        if ref is not None and ref.values:
-            ax.axhline(float(np.median(ref.values)), ls="--", color=BASELINE_COLOUR, label="baseline median")
-        ax.set_ylabel(plain(feat.name), fontsize=8)
+    names = list(series.quantiles)
+    fig = _figure(height=2.2 * len(names), width=9)
+    axes = fig.subplots(len(names), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, name in zip(axes, names, strict=True):
+        medians, p90 = series.quantiles[name]
+        points = [(t, m, p) for t, m, p in zip(series.starts, medians, p90, strict=True) if m is not None]
+        ax.plot([t for t, _, _ in points], [m for _, m, _ in points], marker=".", color=CURRENT_COLOUR, label="median")
+        ax.plot([t for t, _, _ in points], [p for _, _, p in points], ":", color=CURRENT_COLOUR, label="p90")
+        ref = baseline.features.get(name) if baseline else None
+        ref_median = _median(ref) if ref is not None and ref.kind != CATEGORICAL else None
+        if ref_median is not None:
+            ax.axhline(ref_median, ls="--", color=BASELINE_COLOUR, label="baseline median")
+        ax.set_ylabel(plain(name), fontsize=8)
         ax.legend(fontsize=7, loc="upper left")
     locator = AutoDateLocator()
     axes[-1].xaxis.set_major_locator(locator)
     axes[-1].xaxis.set_major_formatter(ConciseDateFormatter(locator))
-    axes[0].set_title(f"Descriptors over time (per {_bucket_label(seconds)})", fontsize=10)
+    axes[0].set_title(f"Descriptors over time (per {_bucket_label(series.bucket_seconds)})", fontsize=10)
     return Plot("descriptors", "Descriptors over time", "timeseries_descriptors.png", _png(fig))

@@ -33,6 +33,8 @@ SUFFIXES = {"jsonl": (".jsonl.gz", ".jsonl"), "sagemaker": (".jsonl.gz", ".jsonl
 # carries the client's timestamp, and other writers (Firehose, copies) may file by arrival
 # time: widen the pruned range by this so those records are still found, then filter exactly.
 PARTITION_SLACK = timedelta(hours=1)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MIN_EPOCH_MS, MAX_EPOCH_MS = -62135596800000, 253402300799999  # 0001-01-01 … 9999-12-31T23:59:59.999
 
 
 class SourceError(Exception):
@@ -60,9 +62,9 @@ def parse_time(text: str) -> datetime:
     """Parse an ISO 8601 date or date-time; naive values are UTC, as every captured timestamp is."""
     try:
         ts = datetime.fromisoformat(text.strip())
-    except ValueError as exc:
-        raise ValueError(f"not an ISO 8601 date or date-time: {text!r}") from exc
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+        return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:  # 0001-01-01T00:00+05:00 is before year 1 in UTC
+        raise ValueError(f"not an ISO 8601 date or date-time in years 1-9999 UTC: {text!r}") from exc
 
 
 def parse_duration(text: str) -> timedelta:
@@ -71,7 +73,13 @@ def parse_duration(text: str) -> timedelta:
     text = text.strip().lower()
     if len(text) < 2 or text[-1] not in units or not text[:-1].replace(".", "", 1).isdigit():
         raise ValueError(f"not a duration like 30m, 24h or 7d: {text!r}")
-    return timedelta(seconds=float(text[:-1]) * units[text[-1]])
+    try:
+        duration = timedelta(seconds=float(text[:-1]) * units[text[-1]])
+    except (ValueError, OverflowError):  # '²h', or more days than a datetime spans
+        raise ValueError(f"not a duration like 30m, 24h or 7d (at most 3650000d): {text!r}") from None
+    if duration <= timedelta(0):
+        raise ValueError(f"a duration is longer than zero: {text!r}")
+    return duration
 
 
 def open_filesystem(uri: str) -> tuple[pyarrow.fs.FileSystem, str]:
@@ -237,7 +245,9 @@ def record_time(rec: dict[str, Any]) -> datetime | None:
             except ValueError:
                 continue
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return datetime.fromtimestamp(value / 1000, UTC)
+            # epoch milliseconds, within the years a datetime holds (1e20, NaN, Infinity are no time)
+            if MIN_EPOCH_MS <= value <= MAX_EPOCH_MS:
+                return EPOCH + timedelta(milliseconds=value)
     return None
 
 
@@ -257,15 +267,20 @@ def read_records(
     label: str = "reading",
     workers: int = 8,
 ) -> list[dict[str, Any]]:
-    """Every record under ``uri`` captured in ``window``, oldest first, each with a parsed ``_ts``."""
-    fs, path = open_filesystem(uri)
-    try:
-        base, fmt = locate(fs, path, fmt)
-    except OSError as exc:  # no such bucket, no credentials, endpoint down: say where
-        raise SourceError(f"cannot read {uri}: {exc}") from exc
-    files = list_files(fs, base, fmt, window, function)
-    log.info("%s: %d %s file(s) under %s for %s", label, len(files), fmt, uri, window.describe())
-    reader = _parquet_records if fmt == "parquet" else _jsonl_records
+    """Every record under ``uri`` captured in ``window``, oldest first, each with a parsed ``_ts``.
+
+    A record whose ``inference_id`` was already read (a replay, a copied file) counts once: the
+    earliest capture is kept.
+    """
+    import pyarrow.fs as pafs
+
+    from capture_ext.report.files import find
+
+    listing = find(uri, fmt, window, function)
+    fs = listing.filesystem or pafs.LocalFileSystem()
+    files = [p.removeprefix("s3://") for p in listing.paths]
+    log.info("%s: %d %s file(s) under %s for %s", label, len(files), listing.fmt, uri, window.describe())
+    reader = _parquet_records if listing.fmt == "parquet" else _jsonl_records
     records: list[dict[str, Any]] = []
     undated = 0
     with _progress(len(files), quiet, label) as bar, ThreadPoolExecutor(max(1, workers)) as pool:
@@ -280,7 +295,20 @@ def read_records(
     if undated:
         log.warning("%s: skipped %d record(s) without a readable captured_at/timestamp", label, undated)
     records.sort(key=lambda r: r["_ts"])
-    return records
+    seen: set[str] = set()
+    unique = []
+    for rec in records:
+        iid = rec.get("inference_id")
+        if iid is None:
+            unique.append(rec)
+            continue
+        key = iid if isinstance(iid, str) else json.dumps(iid)
+        if key not in seen:
+            seen.add(key)
+            unique.append(rec)
+    if len(unique) < len(records):
+        log.info("%s: %d duplicate record(s) counted once (same inference_id)", label, len(records) - len(unique))
+    return unique
 
 
 def _safe_read(reader: Any, fs: pyarrow.fs.FileSystem, path: str) -> list[dict[str, Any]]:

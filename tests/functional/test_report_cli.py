@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from capture_ext.report import main
-from tests.unit.test_report_synth import START, capture_objects, make_records, write_tree
+from capture_ext.report.synth import START, capture_objects, make_records, write_tree
 
 DAY = timedelta(days=1)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -228,7 +228,7 @@ def test_runs_as_a_module_and_through_the_capture_ext_command(small: Path, tmp_p
 
 def test_generic_model_with_awkward_field_names(tmp_path: Path) -> None:
     """Any model: flat fields profiled; user-chosen names ($, spaces, unicode) reach the plots safely."""
-    from tests.unit.test_report_synth import write_tree as write
+    from capture_ext.report.synth import write_tree as write
 
     def rec(i: int, shift: float) -> dict:
         ts = (START + timedelta(minutes=i)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
@@ -251,5 +251,8 @@ def test_generic_model_with_awkward_field_names(tmp_path: Path) -> None:
     assert {c["feature_name"] for c in doc["checks"]} == {
         "input.$min_$price", "input.région", "output.label", "output.p"
     }  # fmt: skip
-    assert (out / "plots" / "dist_input._min__price.png").read_bytes().startswith(PNG_MAGIC)
+    from capture_ext.report.plots import slug
+
+    assert slug("input.$min_$price").startswith("input._min__price-")  # not a safe name: hashed, distinct
+    assert (out / "plots" / f"dist_{slug('input.$min_$price')}.png").read_bytes().startswith(PNG_MAGIC)
     assert "input.$min_$price" in (out / "report.html").read_text(encoding="utf-8")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from capture_ext.report import main
-from tests.unit.test_report_synth import START, capture_objects, make_records
+from capture_ext.report.synth import START, capture_objects, make_records
 
 if TYPE_CHECKING:
     from capture_ext.testing.aws import AwsHelper

@@ -16,7 +16,7 @@ import pytest
 
 from capture_ext.models import Batch, Outcome, SinkContext
 from capture_ext.report import main
-from tests.unit.test_report_synth import START, make_records
+from capture_ext.report.synth import START, make_records
 
 if TYPE_CHECKING:
     from capture_ext.testing.aws import AwsHelper

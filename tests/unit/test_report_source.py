@@ -19,7 +19,7 @@ from capture_ext.report.source import (
     parse_time,
     read_records,
 )
-from tests.unit.test_report_synth import START, capture_objects, make_records, write_tree
+from capture_ext.report.synth import START, capture_objects, make_records, write_tree
 
 # three days, one record every 10 minutes: 432 records, 72 hour partitions
 RECORDS = make_records(432, START, seconds=600)
