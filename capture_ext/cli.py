@@ -41,11 +41,18 @@ def _report(argv: list[str]) -> int:
     return report_main(argv)
 
 
+def _sample_data(argv: list[str]) -> int:
+    from capture_ext.report.synth import main as sample_main
+
+    return sample_main(argv)
+
+
 COMMANDS: dict[str, tuple[Command, str]] = {
     "run": (_run, "run the extension (what /opt/extensions/capture-ext starts)"),
     "local": (_local, "run function + extension in the local Lambda emulator"),
     "plugins": (_plugins, "list installed plugins and the sinks they register"),
     "report": (_report, "drift report over captured data (HTML + violations.json)"),
+    "sample-data": (_sample_data, "write synthetic QA capture data (demos, benchmarks)"),
 }
 
 

@@ -198,7 +198,7 @@ def compare(baseline: Profile, current: Profile, thresholds: Thresholds = Thresh
         cur = current.features.get(name)
         if cur is None:
             continue  # the current profile is built from the baseline's kinds, so this is a bug guard
-        if ref.n_values and not cur.n_values and current.n_rows:
+        if ref.n_values and not cur.n_values and not cur.n_type_errors and current.n_rows:
             checks.append(
                 Check(name, MISSING_COLUMN, True, f"{name} is present in the baseline but in no current record")
             )

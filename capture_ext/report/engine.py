@@ -89,30 +89,55 @@ class SqlEngine(Engine):
             validate(sql, self.dialect)
         return self.query(sql)
 
-    def rows(self, window: Window) -> str:
-        return Builder(self.dialect).windowed(self.source(window), window.start, window.end)
+    def raw(self, window: Window) -> str:
+        return Builder(self.dialect).raw(self.source(window), window.start, window.end)
 
     def split_time(self, window: Window) -> tuple[int, datetime | None]:
         b = Builder(self.dialect)
-        rows = self.rows(window)
-        n = int(self.run(f"SELECT count(*) FROM ({rows}) AS r")[0][0])
+        feats = self.materialize(b.features_table(self.raw(window), []))
+        n = int(self.run(f"SELECT count(*) FROM ({feats}) AS r")[0][0])
         if n < 2:
             return n, None
-        value = self.run(b.median_ts(rows, n))[0][0]
+        value = self.run(b.median_ts(feats, n))[0][0]
         return n, datetime.fromtimestamp(float(value), UTC)
 
-    def discover(self, rows: str, qa: bool) -> tuple[dict[str, str], dict[str, Field]]:
-        """Each flat input/output field seen in ``rows``: its kind and how to read it."""
+    def run_fields(self, raw: str) -> list[tuple[Any, ...]]:
+        """The portable discovery query (every object expanded)."""
+        return self.run(Builder(self.dialect).fields(raw))
+
+    def overview(self, raw: str) -> tuple[int, Any, Any, int, list[Field] | None]:
+        """(rows, first, last, QA-shaped rows, candidate fields or None: expand every object)."""
+        n, first, last, qa = self.run(Builder(self.dialect).overview(raw))[0]
+        return int(n or 0), first, last, int(qa or 0), None
+
+    def discover(self, raw: str, qa: bool, fields: list[Field] | None) -> tuple[dict[str, str], dict[str, Field]]:
+        """Each flat input/output field seen in ``raw``: its kind and how to read it."""
+        b = Builder(self.dialect)
         found: dict[str, dict[str, tuple[int, int, int]]] = {}
         paths: dict[str, Field] = {}
-        for side, k1, k2, t, n, maxlen, nd in self.run(Builder(self.dialect).fields(rows)):
-            keys = (k1,) if k2 is None else (k1, k2)
-            f = Field(side, keys, array=t == "a")
-            name = f.name
-            if qa and name.lower() in QA_CONSUMED:
-                continue
-            paths.setdefault(name, f)
-            found.setdefault(name, {})[t] = (int(n), int(maxlen or 0), int(nd or 0))
+
+        def add(f: Field, t: str, n: int, maxlen: Any, nd: Any) -> None:
+            if n <= 0 or (qa and f.name.lower() in QA_CONSUMED):
+                return
+            paths.setdefault(f.name, f)
+            found.setdefault(f.name, {})[t] = (int(n), int(maxlen or 0), int(nd or 0))
+
+        if fields is not None:
+            row = self.run(b.field_stats(raw, fields))[0] if fields else ()
+            if any(row[6 * i + 5] for i, f in enumerate(fields) if len(f.keys) == 1 and not f.array):
+                return self.discover(raw, qa, None)  # nested objects: expand them (portable path)
+            for i, f in enumerate(fields):
+                n_num, n_text, n_bool, maxlen, nd = row[6 * i : 6 * i + 5]
+                if f.array:
+                    add(f, "a", int(n_num or 0), 0, 0)
+                    continue
+                add(f, "n", int(n_num or 0), 0, 0)
+                add(f, "s", int(n_text or 0), maxlen, nd)
+                add(f, "b", int(n_bool or 0), 0, 0)
+        else:
+            for side, k1, k2, t, n, maxlen, nd in self.run_fields(raw):
+                keys = (k1,) if k2 is None else (k1, k2)
+                add(Field(side, keys, array=t == "a"), t, int(n), maxlen, nd)
         kinds: dict[str, str] = {}
         per_side = {"input": 0, "output": 0}
         for name in sorted(found):
@@ -127,12 +152,11 @@ class SqlEngine(Engine):
         self, window: Window, label: str, kinds: dict[str, str] | None = None, qa: bool | None = None
     ) -> Profile:
         b = Builder(self.dialect)
-        rows = self.rows(window)
-        n, first, last, n_qa = self.run(b.overview(rows))[0]
-        n = int(n or 0)
+        raw = self.raw(window)
+        n_raw, _, _, n_qa, candidates = self.overview(raw)
         if qa is None:
-            qa = bool(n) and int(n_qa) * 2 >= n
-        discovered, paths = self.discover(rows, qa) if n else ({}, {})
+            qa = bool(n_raw) and n_qa * 2 >= n_raw
+        discovered, paths = self.discover(raw, qa, candidates) if n_raw else ({}, {})
         baseline_mode = kinds is None
         if kinds is None:
             kinds = {"latency_ms": RECORD_FIELDS["latency_ms"][0]}
@@ -140,9 +164,10 @@ class SqlEngine(Engine):
                 kinds |= {name: kind for name, (kind, _) in QA_FIELDS.items()}
             kinds |= discovered
         spec = [(name, kind, paths.get(name) or _field_of(name)) for name, kind in kinds.items()]
-        columns = b.feature_columns(spec)
-        feats = self.materialize(b.features_table(rows, columns))
-        features = self._features(feats, spec, n)
+        feats = self.materialize(b.features_table(raw, spec))
+        counts = self.run(b.counts(feats, len(spec)))[0]
+        n, first, last = int(counts[0] or 0), counts[1], counts[2]
+        features = self._features(feats, spec, n, counts)
         if baseline_mode:  # as in the Python engine: a field no record has a value for is no feature
             features = {k: f for k, f in features.items() if f.n_values or f.n_type_errors}
         extra = sorted(name for name in discovered if name not in kinds)
@@ -160,12 +185,13 @@ class SqlEngine(Engine):
             profile.series = self._series(feats, spec, features, float(last) - float(first))
         return profile
 
-    def _features(self, feats: str, spec: list[tuple[str, str, Field | None]], n: int) -> dict[str, Feature]:
+    def _features(
+        self, feats: str, spec: list[tuple[str, str, Field | None]], n: int, counts: tuple[Any, ...]
+    ) -> dict[str, Feature]:
         b = Builder(self.dialect)
-        counts = self.run(b.counts(feats, len(spec)))[0]
         features: dict[str, Feature] = {}
         for i, (name, raw_kind, _) in enumerate(spec):
-            n_values, n_errors = int(counts[1 + 2 * i] or 0), int(counts[2 + 2 * i] or 0)
+            n_values, n_errors = int(counts[3 + 2 * i] or 0), int(counts[4 + 2 * i] or 0)
             kind, description, group = _describe(name, raw_kind)
             feature = Feature(
                 name=name,
@@ -188,7 +214,8 @@ class SqlEngine(Engine):
             elif kind == CATEGORICAL:
                 feature.counts = {}
             elif n_values:
-                sample = self.run(b.numeric_sample(feats, i, n_values))[0][0] or []
+                rows = self.run(b.numeric_sample(feats, i, n_values))
+                sample = rows[0][0] if len(rows) == 1 and isinstance(rows[0][0], list) else [r[0] for r in rows]
                 feature.values = [float(v) for v in sample if v is not None]
             features[name] = feature
         return features

@@ -22,7 +22,7 @@ from typing import Any
 from capture_ext.report.engine import DataSource, SqlEngine
 from capture_ext.report.files import Listing, find
 from capture_ext.report.source import SourceError, Window
-from capture_ext.report.sql import DUCKDB, Builder, quote
+from capture_ext.report.sql import DUCKDB, MAX_KEY_SETS, Builder, Field, quote
 
 log = logging.getLogger(__name__)
 DEFAULT_MEMORY_LIMIT = "512MB"
@@ -86,7 +86,7 @@ class DuckDBEngine(SqlEngine):
         if listing.fmt == "parquet":
             return (
                 f"SELECT CAST(inference_id AS VARCHAR) AS iid, TRY_CAST(captured_at AS TIMESTAMP) AS ts, "
-                f"to_json(latency_ms) AS lat, {d.parse_json('input')} AS inp, {d.parse_json('output')} AS outp "
+                f"to_json(latency_ms) AS lat, input AS inp, {d.parse_json('output')} AS outp "
                 f"FROM read_parquet({files}, union_by_name = true)"
             )
 
@@ -132,6 +132,24 @@ class DuckDBEngine(SqlEngine):
         except duckdb.Error as exc:
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise SourceError(f"cannot read {self.data.uri}: {message}") from exc
+
+    def overview(self, raw: str) -> tuple[int, Any, Any, int, list[Field] | None]:
+        """One pass: counts grouped by the input's and output's key lists, which name the
+        top-level fields (their types come from the stats pass; nested objects are expanded)."""
+        rows = self.run(Builder(self.dialect).overview(raw, keys=True))
+        if len(rows) > MAX_KEY_SETS:  # free-form keys: count plainly, expand every object
+            return super().overview(raw)
+        n = sum(int(r[0]) for r in rows)
+        firsts = [r[1] for r in rows if r[1] is not None]
+        lasts = [r[2] for r in rows if r[2] is not None]
+        qa = sum(int(r[3] or 0) for r in rows)
+        names: dict[tuple[str, str], None] = {}
+        for r in rows:
+            for side, keys in (("input", r[4]), ("output", r[5])):
+                for key in keys or ():
+                    names[(side, key)] = None
+        fields = [Field(side, (key,), array=array) for side, key in names for array in (False, True)]
+        return n, min(firsts, default=None), max(lasts, default=None), qa, fields
 
     def materialize(self, sql: str) -> str:
         name = f"feats_{next(self._names)}"

@@ -38,14 +38,22 @@ class Listing:
     filesystem: pyarrow.fs.FileSystem | None = None  # for s3://
 
 
-def _partition_bounds(window: Window) -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
+def partition_bounds(window: Window) -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
+    """(dt, hour) of the first and last partition that can hold the window (None: unbounded);
+    widened by the slack, and unbounded where the slack would leave the years a date can hold."""
     lo = hi = None
-    if window.start is not None:
-        t = window.start - PARTITION_SLACK if window.start.year > 1 else window.start
-        lo = (t.strftime("%Y-%m-%d"), t.strftime("%H"))
-    if window.end is not None:
-        t = window.end + PARTITION_SLACK if window.end.year < 9999 else window.end
-        hi = (t.strftime("%Y-%m-%d"), t.strftime("%H"))
+    try:
+        if window.start is not None:
+            t = window.start - PARTITION_SLACK
+            lo = (t.strftime("%Y-%m-%d"), t.strftime("%H"))
+    except OverflowError:
+        lo = None
+    try:
+        if window.end is not None:
+            t = window.end + PARTITION_SLACK
+            hi = (t.strftime("%Y-%m-%d"), t.strftime("%H"))
+    except OverflowError:
+        hi = None
     return lo, hi
 
 
@@ -53,7 +61,7 @@ def _wanted(parts: dict[str, str], window: Window, function: str | None) -> bool
     """Whether a folder's partition values (so far) may hold records of the window."""
     if function is not None and "function" in parts and parts["function"] != function:
         return False
-    lo, hi = _partition_bounds(window)
+    lo, hi = partition_bounds(window)
     dt, hour = parts.get("dt"), parts.get("hour")
     if dt is None:
         return True

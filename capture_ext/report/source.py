@@ -133,20 +133,19 @@ def locate(fs: pyarrow.fs.FileSystem, path: str, fmt: str) -> tuple[str, str]:
 def _partition_filter(window: Window, function: str | None) -> Any:
     import pyarrow.compute as pc
 
+    from capture_ext.report.files import partition_bounds
+
     dt, hour = pc.field("dt"), pc.field("hour")
     expr = None
 
     def both(a: Any, b: Any) -> Any:
         return b if a is None else a & b
 
-    if window.start is not None:
-        lo = window.start - PARTITION_SLACK
-        d, h = lo.strftime("%Y-%m-%d"), lo.strftime("%H")
-        expr = both(expr, (dt > d) | ((dt == d) & (hour >= h)))
-    if window.end is not None:
-        hi = window.end + PARTITION_SLACK
-        d, h = hi.strftime("%Y-%m-%d"), hi.strftime("%H")
-        expr = both(expr, (dt < d) | ((dt == d) & (hour <= h)))
+    lo, hi = partition_bounds(window)
+    if lo is not None:
+        expr = both(expr, (dt > lo[0]) | ((dt == lo[0]) & (hour >= lo[1])))
+    if hi is not None:
+        expr = both(expr, (dt < hi[0]) | ((dt == hi[0]) & (hour <= hi[1])))
     if function is not None:
         expr = both(expr, pc.field("function") == function)
     return expr

@@ -21,6 +21,7 @@ from capture_ext.report.descriptors import CATEGORICAL, MAX_DEPTH, NUMERIC, QA_F
 SAMPLE_SIZE = 5000
 MAX_CATEGORY_ROWS = 1000  # categories per feature sent back; the rest are summed into one row
 OTHER = "(other)"
+MAX_KEY_SETS = 1000  # distinct key lists past which field discovery expands every object instead
 # Timestamps Python can hold; a record outside them has no usable time and is skipped.
 TS_MIN, TS_MAX = "0001-01-01 00:00:00", "9999-12-31 23:59:59.999"
 KEY_SPELLINGS = {  # the QA keys in the spellings the functions use (see docs/report.md)
@@ -72,20 +73,21 @@ class Dialect:
             pointer = "/" + key.replace("~", "~0").replace("/", "~1")
             return f"json_extract({x}, {quote(pointer)})"
         escaped = key.replace("\\", "\\\\").replace('"', '\\"')
-        return f"json_extract({x}, {quote('$[' + chr(34) + escaped + chr(34) + ']')})"
+        path = '$["' + escaped + '"]'
+        return f"json_extract({x}, {quote(path)})"
 
     def jtext(self, x: str) -> str:
         """A JSON string's value (NULL for other types)."""
         if self.duckdb:
             return f"json_extract_string({x}, '$')"
-        return f"CAST({x} AS VARCHAR)"
+        return f"json_extract_scalar({x}, '$')"
 
     def jraw(self, x: str) -> str:
         """A JSON value's text (numbers as written)."""
         return f"CAST({x} AS VARCHAR)" if self.duckdb else f"json_format({x})"
 
     def jnum(self, x: str) -> str:
-        return f"TRY_CAST({x} AS DOUBLE)" if self.duckdb else f"TRY_CAST({x} AS DOUBLE)"
+        return f"TRY_CAST({x} AS DOUBLE)"
 
     def jlen(self, x: str) -> str:
         return f"json_array_length({x})"
@@ -119,9 +121,6 @@ class Dialect:
             return f"quantile_{'disc' if exact else 'cont'}({v}, [{qlist}])"
         return f"approx_percentile({v}, ARRAY[{qlist}])"
 
-    def sorted_list(self, v: str) -> str:
-        return f"list({v} ORDER BY {v}) FILTER (WHERE {v} IS NOT NULL)" if self.duckdb else f"array_sort(array_agg({v}) FILTER (WHERE {v} IS NOT NULL))"
-
     def approx_distinct(self, v: str) -> str:
         return f"approx_count_distinct({v})" if self.duckdb else f"approx_distinct({v})"
 
@@ -129,7 +128,8 @@ class Dialect:
         """FROM-clause item expanding JSON object ``x`` into rows (``alias``.k, ``alias``.v)."""
         if self.duckdb:
             return f"(SELECT key AS k, value AS v FROM json_each({x})) AS {alias}"
-        return f"UNNEST(CAST({x} AS MAP(VARCHAR, JSON))) AS {alias}(k, v)"
+        as_map = f"TRY_CAST({x} AS MAP(VARCHAR, JSON))"
+        return f"UNNEST(map_keys({as_map}), map_values({as_map})) AS {alias}(k, v)"
 
     def count_if(self, cond: str) -> str:
         return f"count_if({cond})"
@@ -156,8 +156,30 @@ def _col(side: str) -> str:
     return "inp" if side == "input" else "outp"
 
 
+class Slots:
+    """The JSON members a query reads, extracted from ``inp``/``outp`` in one parse per record.
+
+    Expressions refer to member ``(side, keys)`` as ``xi[k]``/``xo[k]``; the layer that builds
+    those lists is :meth:`Builder.extracted`.
+    """
+
+    def __init__(self) -> None:
+        self.paths: dict[str, list[tuple[str, ...]]] = {"input": [], "output": []}
+
+    def ref(self, side: str, keys: tuple[str, ...]) -> str:
+        paths = self.paths[side]
+        if keys not in paths:
+            paths.append(keys)
+        return f"{'xi' if side == 'input' else 'xo'}[{paths.index(keys) + 1}]"
+
+
 class Builder:
-    """Writes the queries for one dialect over a source relation (a subquery or table name)."""
+    """Writes the queries for one dialect over a source relation (a subquery or table name).
+
+    Queries are layered so that each JSON document is parsed once per record: ``raw`` (window
+    filter) → ``extracted`` (the members needed, as two lists) → ``qa`` (the QA members resolved)
+    → feature values. Deduplication happens on the narrow feature rows, never on wide ones.
+    """
 
     def __init__(self, dialect: Dialect) -> None:
         self.d = dialect
@@ -175,38 +197,73 @@ class Builder:
                 f"WHEN {t} = 'n' AND {num} BETWEEN -62135596800000 AND 253402300799999 "
                 f"THEN {d.ms_to_ts(num)} END"
             )
-        ts = f"COALESCE({', '.join(parts)})" if len(parts) > 1 else parts[0]
-        return ts
+        return f"COALESCE({', '.join(parts)})" if len(parts) > 1 else parts[0]
 
-    def windowed(self, source: str, start: datetime | None, end: datetime | None) -> str:
-        """Rows in [start, end), each ``inference_id`` once (the earliest capture of it)."""
+    def raw(self, source: str, start: datetime | None, end: datetime | None) -> str:
+        """Rows in [start, end) (duplicates included: they are removed on the narrow rows)."""
         cond = [f"ts BETWEEN TIMESTAMP '{TS_MIN}' AND TIMESTAMP '{TS_MAX}'"]
         if start is not None:
             cond.append(f"ts >= {ts_literal(start)}")
         if end is not None:
             cond.append(f"ts < {ts_literal(end)}")
+        return f"SELECT iid, ts, lat, inp, outp FROM ({source}) AS s WHERE {' AND '.join(cond)}"
+
+    def extracted(self, raw: str, slots: Slots, keep_input: bool = False) -> str:
+        d = self.d
+
+        def many(col: str, paths: list[tuple[str, ...]]) -> str:
+            paths = paths or [("",)]
+            if d.duckdb:
+                pointers = ", ".join(quote("/" + "/".join(k.replace("~", "~0").replace("/", "~1") for k in p)) for p in paths)
+                # TRY: Parquet's input is text, parsed here once; text that is not JSON has no members
+                return f"TRY(json_extract({col}, [{pointers}]))"
+            items = []
+            for p in paths:
+                escaped = "".join('["' + k.replace("\\", "\\\\").replace('"', '\\"') + '"]' for k in p)
+                items.append(f"json_extract({col}, {quote('$' + escaped)})")
+            return f"ARRAY[{', '.join(items)}]"
+
         return (
-            "SELECT iid, ts, lat, inp, outp FROM (SELECT s.*, row_number() OVER "
-            "(PARTITION BY iid ORDER BY ts) AS rn FROM (" + source + ") AS s WHERE " + " AND ".join(cond) + ") AS w "
-            "WHERE iid IS NULL OR rn = 1"
+            f"SELECT iid, ts, lat, {'inp, ' if keep_input else ''}outp, {many('inp', slots.paths['input'])} AS xi, "
+            f"{many('outp', slots.paths['output'])} AS xo FROM ({raw}) AS r"
+        )
+
+    def qa_layer(self, slots: Slots) -> str:
+        """Column expressions resolving the QA members (any of the usual spellings)."""
+        d = self.d
+
+        def get(side: str, key: str) -> str:
+            return "COALESCE(" + ", ".join(slots.ref(side, (k,)) for k in KEY_SPELLINGS[key]) + ")"
+
+        to = d.jtype("outp")
+        return (
+            f"{get('input', 'question')} AS q, {get('input', 'context')} AS c, "
+            f"CASE WHEN {to} = 'o' THEN {get('output', 'answer')} ELSE outp END AS ans, "
+            f"CASE WHEN {to} = 'o' THEN {get('output', 'score')} END AS sc"
         )
 
     # --- discovery -------------------------------------------------------------------------
-    def overview(self, rows: str) -> str:
-        """Rows, time range, undated rows, and whether most rows look like extractive QA."""
+    def overview(self, raw: str, keys: bool = False) -> str:
+        """Rows (duplicates included), time range and rows that look like extractive QA; with
+        ``keys`` (DuckDB) grouped by the input's and output's key lists, from which the fields are read."""
         d = self.d
-        q, c = self._qa_get("inp", "question"), self._qa_get("inp", "context")
-        qa = f"({q}) IS NOT NULL AND {d.jtype(q)} <> 'z' AND ({c}) IS NOT NULL AND {d.jtype(c)} <> 'z'"
-        return (
-            f"SELECT count(*) AS n, min({d.epoch('ts')}) AS first, max({d.epoch('ts')}) AS last, "
-            f"{d.count_if(qa)} AS qa FROM ({rows}) AS r"
-        )
+        slots = Slots()
+        qa_cols = self.qa_layer(slots)
+        key_cols = ", TRY(json_keys(inp)) AS ki, json_keys(outp) AS ko" if keys else ""
+        extracted = self.extracted(raw, slots, keep_input=keys)
+        layered = f"SELECT ts{', inp' if keys else ''}, outp, {qa_cols}{key_cols} FROM ({extracted}) AS x"
+        qa = f"q IS NOT NULL AND {d.jtype('q')} <> 'z' AND c IS NOT NULL AND {d.jtype('c')} <> 'z'"
+        cols = f"count(*) AS n, min({d.epoch('ts')}) AS first, max({d.epoch('ts')}) AS last, {d.count_if(qa)} AS qa"
+        if not keys:
+            return f"SELECT {cols} FROM ({layered}) AS l"
+        return f"SELECT {cols}, ki, ko FROM ({layered}) AS l GROUP BY ki, ko LIMIT {MAX_KEY_SETS + 1}"
 
-    def fields(self, rows: str) -> str:
-        """Every flat field of input/output (two levels, lists by length) with its value types."""
+    def fields(self, raw: str) -> str:
+        """Every flat field of input/output with its value types, by expanding each object
+        (the portable discovery; Athena's, and DuckDB's twin of it)."""
         d = self.d
         level1 = " UNION ALL ".join(
-            f"SELECT '{side}' AS side, e1.k AS k1, e1.v AS v FROM ({rows}) AS r CROSS JOIN {d.each(f'r.{_col(side)}', 'e1')} "
+            f"SELECT '{side}' AS side, e1.k AS k1, e1.v AS v FROM ({raw}) AS r CROSS JOIN {d.each(f'r.{_col(side)}', 'e1')} "
             f"WHERE {d.jtype(f'r.{_col(side)}')} = 'o'"
             for side in ("input", "output")
         )
@@ -223,104 +280,127 @@ class Builder:
             f"{d.approx_distinct(text)} AS nd FROM leaves WHERE {t} <> 'z' GROUP BY side, k1, k2, {t}"
         )
 
-    # --- features ----------------------------------------------------------------------------
-    def _qa_get(self, col: str, key: str) -> str:
+    def field_stats(self, raw: str, fields: list[Field]) -> str:
+        """For candidate fields (from the structure): values per type, longest text, distinct texts."""
         d = self.d
-        gets = ", ".join(d.jget(col, k) for k in KEY_SPELLINGS[key])
-        return f"CASE WHEN {d.jtype(col)} = 'o' THEN COALESCE({gets}) END"
+        slots = Slots()
+        cols = []
+        for i, f in enumerate(fields):
+            x = self._leaf(f, slots)
+            t = d.jtype(f"({x})")
+            text = f"CASE WHEN {t} = 's' THEN {d.jtext(f'({x})')} WHEN {t} = 'o' THEN {d.jraw(f'({x})')} END"
+            is_num, is_text, is_bool = f"{t} = 'n'", f"{t} IN ('s', 'o')", f"{t} = 'b'"
+            is_obj = f"{d.jtype(slots.ref(f.side, f.keys))} = 'o'"
+            cols.append(
+                f"{d.count_if(is_num)} AS n{i}, {d.count_if(is_text)} AS s{i}, {d.count_if(is_bool)} AS b{i}, "
+                f"max(length({text})) AS m{i}, {d.approx_distinct(text)} AS d{i}, {d.count_if(is_obj)} AS o{i}"
+            )
+        return f"SELECT {', '.join(cols) or 'count(*)'} FROM ({self.extracted(raw, slots)}) AS x"
 
+    # --- features ----------------------------------------------------------------------------
     def _qa_expr(self, name: str) -> str:
-        """The raw value of a QA descriptor, as the Python descriptors define it."""
+        """The raw value of a QA descriptor over the qa layer, as the Python descriptors define it."""
         d = self.d
-        q, c = self._qa_get("inp", "question"), self._qa_get("inp", "context")
-        answer = f"CASE WHEN {d.jtype('outp')} = 'o' THEN {self._qa_get('outp', 'answer')} ELSE outp END"
-        ta = d.jtype(f"({answer})")
-        blank = f"(({answer}) IS NULL OR {ta} = 'z' OR ({ta} = 's' AND trim({d.jtext(f'({answer})')}) = ''))"
+        ta, tq, tc = d.jtype("ans"), d.jtype("q"), d.jtype("c")
+        blank = f"(ans IS NULL OR {ta} = 'z' OR ({ta} = 's' AND trim({d.jtext('ans')}) = ''))"
         if name == "question_length":
-            return f"CASE WHEN {d.jtype(f'({q})')} = 's' THEN length({d.jtext(f'({q})')}) END"
+            return f"CASE WHEN {tq} = 's' THEN length({d.jtext('q')}) END"
         if name == "context_length":
-            return f"CASE WHEN {d.jtype(f'({c})')} = 's' THEN length({d.jtext(f'({c})')}) END"
+            return f"CASE WHEN {tc} = 's' THEN length({d.jtext('c')}) END"
         if name == "answer_length":
-            return f"CASE WHEN {ta} = 's' THEN length({d.jtext(f'({answer})')}) WHEN {blank} THEN 0 END"
+            return f"CASE WHEN {ta} = 's' THEN length({d.jtext('ans')}) WHEN {blank} THEN 0 END"
         if name == "answer_empty":
             return f"CASE WHEN outp IS NULL THEN NULL WHEN {blank} THEN 'true' ELSE 'false' END"
         if name == "answer_in_context":
-            text = f"CASE WHEN {ta} = 's' THEN {d.jtext(f'({answer})')} ELSE {d.jraw(f'({answer})')} END"
-            found = f"strpos(lower({d.jtext(f'({c})')}), lower(trim({text}))) > 0"
+            text = f"CASE WHEN {ta} = 's' THEN {d.jtext('ans')} ELSE {d.jraw('ans')} END"
+            found = f"strpos(lower({d.jtext('c')}), lower(trim({text}))) > 0"
             return (
-                f"CASE WHEN outp IS NULL OR {blank} OR {d.jtype(f'({c})')} IS DISTINCT FROM 's' THEN NULL "
+                f"CASE WHEN outp IS NULL OR {blank} OR {tc} IS DISTINCT FROM 's' THEN NULL "
                 f"WHEN {found} THEN 'true' ELSE 'false' END"
             )
         if name == "score":
-            return f"CASE WHEN {d.jtype('outp')} = 'o' THEN {self._qa_get('outp', 'score')} END"
+            return "sc"
         raise KeyError(name)
 
-    def _leaf(self, f: Field) -> str:
+    def _leaf(self, f: Field, slots: Slots) -> str:
         """The JSON value of a generic field, NULL where the record's shape gives another field."""
         d = self.d
-        x = _col(f.side)
-        for key in f.keys:
-            x = f"CASE WHEN {d.jtype(x)} = 'o' THEN {d.jget(x, key)} END"
-        t = d.jtype(f"({x})")
+        x = slots.ref(f.side, f.keys)
+        guard = ""
+        if len(f.keys) > 1:
+            guard = f"{d.jtype(slots.ref(f.side, f.keys[:1]))} = 'o' AND "
+        t = d.jtype(x)
         if f.array:
-            return f"CASE WHEN {t} = 'a' THEN {d.jlen(f'({x})')} END"
+            return f"CASE WHEN {guard}{t} = 'a' THEN {d.jlen(x)} END"
         if len(f.keys) < MAX_DEPTH:
-            return f"CASE WHEN {t} NOT IN ('a', 'o', 'z') THEN {x} END"
-        return f"CASE WHEN {t} NOT IN ('a', 'z') THEN {x} END"
+            return f"CASE WHEN {guard}{t} NOT IN ('a', 'o', 'z') THEN {x} END"
+        return f"CASE WHEN {guard}{t} NOT IN ('a', 'z') THEN {x} END"
 
-    def convert(self, raw: str, kind: str, is_json: bool) -> tuple[str, str]:
-        """(value, type error) expressions of a raw value read under the baseline's ``kind``."""
+    def convert(self, raw: str, kind: str) -> tuple[str, str]:
+        """(value, type error) expressions of a raw JSON value read under the baseline's ``kind``."""
         d = self.d
-        if not is_json:  # a computed descriptor: already a number or a category
-            return raw, "FALSE"
         t = d.jtype(f"({raw})")
         if kind == NUMERIC:
             value = f"CASE WHEN {t} = 'n' THEN {d.finite(d.jnum(f'({raw})'))} END"
             return value, f"COALESCE({t} NOT IN ('n', 'z'), FALSE)"
         if kind == TEXT:
             text = f"CASE WHEN {t} = 's' THEN {d.jtext(f'({raw})')} WHEN {t} = 'o' THEN {d.jraw(f'({raw})')} END"
-            return f"length({text})", f"COALESCE({t} NOT IN ('s', 'o', 'z'), FALSE)"
+            return f"CAST(length({text}) AS DOUBLE)", f"COALESCE({t} NOT IN ('s', 'o', 'z'), FALSE)"
         value = (
             f"CASE WHEN {t} = 's' THEN {d.jtext(f'({raw})')} WHEN {t} = 'z' THEN NULL "
             f"ELSE {d.jraw(f'({raw})')} END"
         )
         return value, "FALSE"
 
-    def feature_columns(self, features: list[tuple[str, str, Field | None]]) -> list[tuple[str, str]]:
-        """(value, bad) SQL per feature: ``(name, kind, field)``; ``field`` None for descriptors."""
-        out = []
+    def features_table(self, raw: str, features: list[tuple[str, str, Field | None]]) -> str:
+        """One narrow row per record (each inference_id once, its earliest capture): ts and
+        (value v<i>, type error b<i>) per feature ``(name, kind, field)``; the input of every aggregate."""
+        slots = Slots()
+        columns = []
         for name, kind, f in features:
             if f is None and name == "latency_ms":
-                out.append(self.convert("lat", kind, True))
-            elif f is None:
-                raw = self._qa_expr(name)
-                computed = name in QA_FIELDS and name != "score"
-                if computed and kind == NUMERIC:
-                    out.append((f"CAST({raw} AS DOUBLE)", "FALSE"))
+                columns.append(self.convert("lat", kind))
+            elif f is None and name != "score":
+                raw_value = self._qa_expr(name)
+                if kind == NUMERIC:
+                    columns.append((f"CAST({raw_value} AS DOUBLE)", "FALSE"))
                 else:
-                    out.append(self.convert(raw, kind, not computed))
+                    columns.append((raw_value, "FALSE"))
+            elif f is None:
+                columns.append(self.convert("sc", kind))
             elif f.array:
-                out.append((f"CAST({self._leaf(f)} AS DOUBLE)", "FALSE"))
+                columns.append((f"CAST({self._leaf(f, slots)} AS DOUBLE)", "FALSE"))
             else:
-                out.append(self.convert(self._leaf(f), kind, True))
-        return out
-
-    def features_table(self, rows: str, columns: list[tuple[str, str]]) -> str:
-        """One narrow row per record: ts and (value, bad) per feature, the input of every aggregate."""
+                columns.append(self.convert(self._leaf(f, slots), kind))
+        qa_cols = self.qa_layer(slots)
+        layered = f"SELECT iid, ts, lat, outp, xi, xo, {qa_cols} FROM ({self.extracted(raw, slots)}) AS x"
         cols = ", ".join(f"{v} AS v{i}, {b} AS b{i}" for i, (v, b) in enumerate(columns))
-        return f"SELECT ts{', ' + cols if cols else ''} FROM ({rows}) AS r"
+        narrow = f"SELECT iid, ts{', ' + cols if cols else ''} FROM ({layered}) AS l"
+        return (
+            f"SELECT * FROM (SELECT n.*, row_number() OVER (PARTITION BY iid ORDER BY ts) AS rn "
+            f"FROM ({narrow}) AS n) AS u WHERE iid IS NULL OR rn = 1"
+        )
 
     def counts(self, feats: str, n: int) -> str:
         parts = [f"count(v{i}) AS n{i}, {self.d.count_if(f'b{i}')} AS e{i}" for i in range(n)]
-        return f"SELECT count(*) AS n{', ' + ', '.join(parts) if parts else ''} FROM ({feats}) AS f"
+        return (
+            f"SELECT count(*) AS n, min({self.d.epoch('ts')}) AS first, max({self.d.epoch('ts')}) AS last"
+            f"{', ' + ', '.join(parts) if parts else ''} FROM ({feats}) AS f"
+        )
 
     def numeric_sample(self, feats: str, i: int, n_values: int) -> str:
-        """The evenly spaced sample a numeric test needs: all values up to SAMPLE_SIZE, else quantiles."""
+        """The evenly spaced sample a numeric test needs (what baseline files keep): value number
+        floor(k * n / SAMPLE_SIZE) of the sorted values, for k < SAMPLE_SIZE; all when fewer."""
         d = self.d
+        if not d.duckdb and n_values > SAMPLE_SIZE:
+            qs = [(k + 0.5) / SAMPLE_SIZE for k in range(SAMPLE_SIZE)]
+            return f"SELECT {d.quantiles(f'v{i}', qs, exact=True)} AS sample FROM ({feats}) AS f WHERE v{i} IS NOT NULL"
+        ranked = f"SELECT v{i} AS v, row_number() OVER (ORDER BY v{i}) - 1 AS r FROM ({feats}) AS f WHERE v{i} IS NOT NULL"
         if n_values <= SAMPLE_SIZE:
-            return f"SELECT {d.sorted_list(f'v{i}')} AS sample FROM ({feats}) AS f"
-        qs = [(k + 0.5) / SAMPLE_SIZE for k in range(SAMPLE_SIZE)]
-        return f"SELECT {d.quantiles(f'v{i}', qs, exact=True)} AS sample FROM ({feats}) AS f WHERE v{i} IS NOT NULL"
+            return f"SELECT v FROM ({ranked}) AS s ORDER BY r"
+        n, size = int(n_values), SAMPLE_SIZE
+        k = f"CAST(floor((r * {size} + {n - 1}) / {n}) AS BIGINT)"  # the first k that may pick r
+        return f"SELECT v FROM ({ranked}) AS s WHERE {k} < {size} AND floor({k} * {n} / {size}) = r ORDER BY r"
 
     def category_counts(self, feats: str, i: int) -> str:
         return (
@@ -332,17 +412,12 @@ class Builder:
         d = self.d
         bucket = f"floor({d.epoch('ts')} / {seconds})"
         parts = [f"{d.quantiles(f'v{i}', [0.5, 0.9], exact=False)} AS q{i}" for i in numeric]
-        if not d.duckdb:
-            parts = [f"approx_percentile(v{i}, ARRAY[0.5, 0.9]) AS q{i}" for i in numeric]
         cols = ", ".join(["count(*) AS n", *parts])
         return f"SELECT {bucket} AS b, {cols} FROM ({feats}) AS f GROUP BY {bucket} ORDER BY b"
 
-    def median_ts(self, rows: str, n: int) -> str:
+    def median_ts(self, feats: str, n: int) -> str:
         """The capture time of row ``n // 2`` in time order: the older half is the baseline."""
-        d = self.d
-        if d.duckdb:
-            return f"SELECT {d.epoch('ts')} FROM ({rows}) AS r ORDER BY ts LIMIT 1 OFFSET {n // 2}"
-        return f"SELECT approx_percentile({d.epoch('ts')}, 0.5) FROM ({rows}) AS r"
+        return f"SELECT {self.d.epoch('ts')} FROM ({feats}) AS r ORDER BY ts LIMIT 1 OFFSET {n // 2}"
 
 
 def kind_of(classes: dict[str, tuple[int, int, int]]) -> str:

@@ -15,6 +15,7 @@ import json
 import math
 import random
 import re
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from statistics import NormalDist
@@ -218,26 +219,178 @@ def write_tree(root: Path, objects: dict[str, bytes]) -> None:
 START = datetime(2026, 11, 20, 22, 30, tzinfo=UTC)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Write the three-day sample the README's screenshot was made from (day 3 drifts)."""
-    import argparse
+DRIFTS = {
+    "question": "questions twice as long",
+    "score": "confidence scores 0.2 lower",
+    "empty": "unanswered (empty answer) rate from 5 % to 30 %",
+    "latency": "latency 50 % higher",
+}
 
-    parser = argparse.ArgumentParser(description="Write synthetic QA capture data in the S3 layout.")
-    parser.add_argument("out", type=Path, help="folder; data goes to OUT/inference-capture/<format>/...")
-    parser.add_argument("--records-per-day", type=int, default=1500)
-    parser.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl")
-    args = parser.parse_args(argv)
-    n, day = args.records_per_day, timedelta(days=1)
-    # Slightly different volumes per day, so the unchanged descriptors differ a little, as real ones do.
-    sizes = (n, n - n // 10, n - n // 5)
-    records = (
-        make_records(sizes[0], START, seconds=86400 / sizes[0], seed=1)
-        + make_records(sizes[1], START + day, seconds=86400 / sizes[1], seed=2)
-        + make_records(sizes[2], START + 2 * day, seconds=86400 / sizes[2], seed=3, question_chars=80, score_mean=0.55)
+
+def _pool(rng: Any, chars: int) -> str:
+    """One long text of random words, sliced for questions and contexts (no per-record joins)."""
+    words = rng.choice(len(WORDS), size=chars // 4)
+    return " ".join(WORDS[w] for w in words)[:chars]
+
+
+def _chunk(
+    rng: Any, pool: str, n: int, drift: tuple[str, ...]
+) -> tuple[list[str], list[str], Any, Any]:
+    """(input JSON texts, output JSON texts, scores, latencies) of ``n`` records."""
+    import numpy as np
+
+    q_mean = 80.0 if "question" in drift else 40.0
+    qlen = np.clip(rng.normal(q_mean, q_mean * 0.2, n), 8, None).astype(np.int64)
+    clen = np.clip(rng.normal(300, 40, n), 40, None).astype(np.int64)
+    alen = np.clip(rng.normal(12, 4, n), 3, None).astype(np.int64)
+    score = np.clip(rng.normal(0.55 if "score" in drift else 0.75, 0.08, n), 0.0, 1.0)
+    latency = np.round(np.exp(rng.normal(4.4, 0.2, n)) * (1.5 if "latency" in drift else 1.0), 2)
+    empty = rng.random(n) < (0.30 if "empty" in drift else 0.05)
+    limit = len(pool) - 1000
+    qoff = rng.integers(0, limit, n)
+    coff = rng.integers(0, limit, n)
+    aoff = (rng.random(n) * (clen - alen)).astype(np.int64)
+    inputs, outputs = [], []
+    for q0, ql, c0, cl, a0, al, sc, e in zip(
+        qoff.tolist(), qlen.tolist(), coff.tolist(), clen.tolist(), aoff.tolist(), alen.tolist(),
+        score.tolist(), empty.tolist(), strict=True,
+    ):  # fmt: skip
+        context = pool[c0 : c0 + cl]
+        answer = "" if e else context[a0 : a0 + al]
+        inputs.append(f'{{"question": "{pool[q0 : q0 + ql]}?", "context": "{context}"}}')
+        outputs.append(f'{{"answer": "{answer}", "score": {sc!r}}}')
+    return inputs, outputs, score, latency
+
+
+def write_sample(
+    out: Path,
+    records: int,
+    *,
+    days: float = 3.0,
+    drift: tuple[str, ...] = (),
+    fmt: str = "parquet",
+    seed: int = 1,
+    function: str = "qa-fn",
+    records_per_file: int = 5000,
+    start: datetime = START,
+) -> int:
+    """Write ``records`` QA records spread evenly over ``days`` from ``start`` into
+    ``out/inference-capture/<fmt>/…``; ``drift`` shifts the last day. Returns the files written."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    pool = _pool(rng, 1_000_000)
+    step_ms = days * 86_400_000 / max(1, records)
+    start_ms = int(start.timestamp() * 1000)
+    drift_from = start_ms + int(max(0.0, days - 1) * 86_400_000) if drift else None
+    files, i = 0, 0
+    while i < records:
+        t0 = start_ms + int(i * step_ms)
+        hour_end = (t0 // 3_600_000 + 1) * 3_600_000
+        n_hour = max(1, math.ceil((hour_end - start_ms) / step_ms) - i)
+        n = min(records_per_file, n_hour, records - i)
+        idx = np.arange(i, i + n)
+        ts = start_ms + (idx * step_ms).astype(np.int64)
+        shifted = drift if drift_from is not None and t0 >= drift_from else ()
+        inputs, outputs, _, latency = _chunk(rng, pool, n, shifted)
+        when = datetime.fromtimestamp(t0 / 1000, UTC)
+        folder = out / "inference-capture" / fmt / f"function={function}" / f"dt={when:%Y-%m-%d}" / f"hour={when:%H}"
+        folder.mkdir(parents=True, exist_ok=True)
+        ids = [f"{seed:04x}{k:028x}" for k in range(i, i + n)]
+        files += 1
+        name = f"0a1b2c3d-{files:08d}"
+        if fmt == "parquet":
+            table = pa.table(
+                {
+                    "inference_id": ids,
+                    "request_id": [f"req-{k}" for k in range(i, i + n)],
+                    "function_name": pa.array([function] * n),
+                    "function_version": pa.array(["$LATEST"] * n),
+                    "model_name": pa.array(["distilbert-qa"] * n),
+                    "model_version": pa.array(["1"] * n),
+                    "captured_at": pa.array(ts, pa.timestamp("ms", tz="UTC")),
+                    "latency_ms": pa.array(latency, pa.float64()),
+                    "environment_id": pa.array(["0a1b2c3d"] * n),
+                    "sequence": pa.array(idx, pa.int64()),
+                    "input": inputs,
+                    "output": outputs,
+                    "metadata": pa.array(['{"client": "synthetic"}'] * n),
+                }
+            )
+            pq.write_table(table, folder / f"{name}.parquet", compression="zstd")
+        else:
+            stamps = np.datetime_as_string(ts.astype("datetime64[ms]"), unit="ms")
+            lines = [
+                f'{{"inference_id": "{iid}", "captured_at": "{st}Z", "function_name": "{function}", '
+                f'"environment_id": "0a1b2c3d", "sequence": {k}, "latency_ms": {lat!r}, '
+                f'"input": {inp}, "output": {outp}}}\n'
+                for iid, st, k, lat, inp, outp in zip(
+                    ids, stamps.tolist(), idx.tolist(), latency.tolist(), inputs, outputs, strict=True
+                )
+            ]
+            (folder / f"{name}.jsonl.gz").write_bytes(gzip.compress("".join(lines).encode(), compresslevel=1))
+        i += n
+    return files
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``capture-ext sample-data DIR --records N``: synthetic QA capture data in the sinks' layout."""
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(
+        prog="capture-ext sample-data",
+        description="Write synthetic extractive-QA capture data in the S3 sinks' layout "
+        "(DIR/inference-capture/<format>/function=…/dt=…/hour=…/), for demos and benchmarks.",
+        epilog="Drifts (applied to the last day): " + "; ".join(f"{k}: {v}" for k, v in DRIFTS.items()),
     )
-    write_tree(args.out, capture_objects(records, fmt=args.format, batch_size=200))
-    print(f"{len(records)} records in {args.out / 'inference-capture' / args.format}")
+    parser.add_argument("out", type=Path, metavar="DIR", help="folder to write into")
+    parser.add_argument("--records", type=_positive, default=4500, help="records in all")
+    parser.add_argument("--days", type=_positive_float, default=3.0, help="days the records span, from --start")
+    parser.add_argument("--drift", action="append", choices=sorted(DRIFTS), default=[], help="repeatable")
+    parser.add_argument("--format", choices=("parquet", "jsonl"), default="parquet")
+    parser.add_argument("--records-per-file", type=_positive, default=5000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--start", default=START.strftime("%Y-%m-%dT%H:%M"), help="UTC, ISO 8601")
+    args = parser.parse_args(argv)
+    try:
+        start = datetime.fromisoformat(args.start).replace(tzinfo=UTC)
+    except ValueError:
+        parser.error(f"--start: not an ISO 8601 date-time: {args.start!r}")
+    began = time.monotonic()
+    try:
+        files = write_sample(
+            args.out,
+            args.records,
+            days=args.days,
+            drift=tuple(args.drift),
+            fmt=args.format,
+            seed=args.seed,
+            records_per_file=args.records_per_file,
+            start=start,
+        )
+    except OSError as exc:
+        print(f"capture-ext sample-data: error: cannot write {args.out}: {exc}", file=sys.stderr)
+        return 3
+    where = args.out / "inference-capture" / args.format
+    print(f"{args.records} records in {files} files under {where} ({time.monotonic() - began:.1f} s)")
     return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(text)
+    return value
 
 
 if __name__ == "__main__":
