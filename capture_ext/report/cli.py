@@ -375,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _report(args, window)
     except (SourceError, BaselineError, ValueError) as exc:
+        log.debug("no report", exc_info=True)
         return _fail(args, str(exc))
     except Exception as exc:  # a bug must read as "no report", not as drift
         log.debug("report failed", exc_info=True)

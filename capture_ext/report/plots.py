@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import re
 from collections import Counter
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from capture_ext.report.descriptors import CATEGORICAL, Feature, Profile
+from capture_ext.report.descriptors import CATEGORICAL, Feature, Profile, Series
+
+log = logging.getLogger(__name__)
 
 BASELINE_COLOUR, CURRENT_COLOUR = "#7f8c9a", "#d9534f"
 MAX_CATEGORIES_SHOWN = 12
@@ -113,13 +116,25 @@ def _bucket_label(seconds: int) -> str:
     return f"{seconds // 3600} h" if seconds >= 3600 else f"{seconds // 60} min"
 
 
+def _plottable(series: Series | None) -> bool:
+    """Matplotlib dates stop at year 9999: a window reaching its edges is reported, not plotted."""
+    if series is None or not series.starts:
+        return False
+    room = (datetime.max.replace(tzinfo=UTC) - series.starts[-1]).total_seconds()
+    if series.starts[0].year < 2 or room < 2 * series.bucket_seconds + 366 * 86400:
+        log.warning("time series not plotted: captured_at reaches %s", series.starts[-1].date())
+        return False
+    return True
+
+
 def volume(profile: Profile) -> Plot | None:
     """Records per time bucket in the current window."""
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 
     series = profile.series
-    if series is None or not series.starts:
+    if not _plottable(series):
         return None
+    assert series is not None
     fig = _figure(height=2.6, width=9)
     ax = fig.add_subplot()
     width = timedelta(seconds=series.bucket_seconds * 0.9)
@@ -146,7 +161,7 @@ def descriptors_over_time(profile: Profile, baseline: Profile | None) -> Plot | 
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 
     series = profile.series
-    if series is None or not series.quantiles:
+    if not _plottable(series) or series is None or not series.quantiles:
         return None
     names = list(series.quantiles)
     fig = _figure(height=2.2 * len(names), width=9)
