@@ -21,6 +21,7 @@ from capture_ext.report.descriptors import CATEGORICAL, MAX_DEPTH, NUMERIC, QA_F
 SAMPLE_SIZE = 5000
 MAX_CATEGORY_ROWS = 1000  # categories per feature sent back; the rest are summed into one row
 OTHER = "(other)"
+SQ = "'"
 MAX_KEY_SETS = 1000  # distinct key lists past which field discovery expands every object instead
 # Timestamps Python can hold; a record outside them has no usable time and is skipped.
 TS_MIN, TS_MAX = "0001-01-01 00:00:00", "9999-12-31 23:59:59.999"
@@ -280,21 +281,26 @@ class Builder:
         )
 
     def field_stats(self, raw: str, fields: list[Field]) -> str:
-        """For candidate fields (from the structure): values per type, longest text, distinct texts."""
+        """For candidate fields (from the key lists): values per type, longest text, distinct
+        texts, and objects at the member (which then need expanding). Each layer names its
+        columns so no expression nests another: planning stays fast with many fields."""
         d = self.d
         slots = Slots()
+        leaves = [f"{self._leaf(f, slots)} AS x{i}, {d.jtype(slots.ref(f.side, f.keys))} AS o{i}" for i, f in enumerate(fields)]
+        extracted = self.extracted(raw, slots)
+        inner = f"SELECT {', '.join(leaves) or '1 AS x'} FROM ({extracted}) AS e"
+        typed = ", ".join(f"x{i}, o{i}, {d.jtype(f'x{i}')} AS t{i}" for i in range(len(fields)))
+        middle = f"SELECT {typed or '1 AS x'} FROM ({inner}) AS l"
         cols = []
-        for i, f in enumerate(fields):
-            x = self._leaf(f, slots)
-            t = d.jtype(f"({x})")
-            text = f"CASE WHEN {t} = 's' THEN {d.jtext(f'({x})')} WHEN {t} = 'o' THEN {d.jraw(f'({x})')} END"
-            is_num, is_text, is_bool = f"{t} = 'n'", f"{t} IN ('s', 'o')", f"{t} = 'b'"
-            is_obj = f"{d.jtype(slots.ref(f.side, f.keys))} = 'o'"
+        for i in range(len(fields)):
+            t = f"t{i}"
+            text = f"CASE WHEN {t} = 's' THEN {d.jtext(f'x{i}')} WHEN {t} = 'o' THEN {d.jraw(f'x{i}')} END"
             cols.append(
-                f"{d.count_if(is_num)} AS n{i}, {d.count_if(is_text)} AS s{i}, {d.count_if(is_bool)} AS b{i}, "
-                f"max(length({text})) AS m{i}, {d.approx_distinct(text)} AS d{i}, {d.count_if(is_obj)} AS o{i}"
+                f"{d.count_if(f'{t} = {SQ}n{SQ}')} AS n{i}, {d.count_if(f'{t} IN ({SQ}s{SQ}, {SQ}o{SQ})')} AS s{i}, "
+                f"{d.count_if(f'{t} = {SQ}b{SQ}')} AS b{i}, max(length({text})) AS m{i}, "
+                f"{d.approx_distinct(text)} AS d{i}, {d.count_if(f'o{i} = {SQ}o{SQ}')} AS k{i}"
             )
-        return f"SELECT {', '.join(cols) or 'count(*)'} FROM ({self.extracted(raw, slots)}) AS x"
+        return f"SELECT {', '.join(cols) or 'count(*)'} FROM ({middle}) AS m"
 
     # --- features ----------------------------------------------------------------------------
     def _qa_expr(self, name: str) -> str:
@@ -355,7 +361,7 @@ class Builder:
         """One narrow row per record (each inference_id once, its earliest capture): ts and
         (value v<i>, type error b<i>) per feature ``(name, kind, field)``; the input of every aggregate."""
         slots = Slots()
-        columns = []
+        columns, leaves = [], []
         for name, kind, f in features:
             if f is None and name == "latency_ms":
                 columns.append(self.convert("lat", kind))
@@ -367,12 +373,16 @@ class Builder:
                     columns.append((raw_value, "FALSE"))
             elif f is None:
                 columns.append(self.convert("sc", kind))
-            elif f.array:
-                columns.append((f"CAST({self._leaf(f, slots)} AS DOUBLE)", "FALSE"))
             else:
-                columns.append(self.convert(self._leaf(f, slots), kind))
+                leaf = f"l{len(leaves)}"
+                leaves.append(f"{self._leaf(f, slots)} AS {leaf}")
+                if f.array:
+                    columns.append((f"CAST({leaf} AS DOUBLE)", "FALSE"))
+                else:
+                    columns.append(self.convert(leaf, kind))
         qa_cols = self.qa_layer(slots)
-        layered = f"SELECT iid, ts, lat, outp, xi, xo, {qa_cols} FROM ({self.extracted(raw, slots)}) AS x"
+        leaf_cols = "".join(f", {c}" for c in leaves)
+        layered = f"SELECT iid, ts, lat, outp, {qa_cols}{leaf_cols} FROM ({self.extracted(raw, slots)}) AS x"
         cols = ", ".join(f"{v} AS v{i}, {b} AS b{i}" for i, (v, b) in enumerate(columns))
         narrow = f"SELECT iid, ts{', ' + cols if cols else ''} FROM ({layered}) AS l"
         return (
