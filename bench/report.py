@@ -61,7 +61,9 @@ def run_report(data: Path, engine: str, fmt: str) -> dict[str, Any]:
         if proc.returncode != 0 or not violations.exists():
             return {"error": err.strip().splitlines()[-1] if err.strip() else f"exit {proc.returncode}"}
         doc = json.loads(violations.read_text())
-    drifted = sorted({c["feature_name"] for c in doc["violations"] if c["constraint_check_type"] == "baseline_drift_check"})
+    drifted = sorted(
+        {c["feature_name"] for c in doc["violations"] if c["constraint_check_type"] == "baseline_drift_check"}
+    )
     records = doc["num_records"]["baseline"] + doc["num_records"]["current"]
     return {"wall_s": wall, "rss_mb": usage.ru_maxrss / 1024, "records": records, "drifted": drifted}
 
@@ -128,15 +130,22 @@ def run(quick: bool) -> Result:
     big, lo, hi = sizes[-1], sizes[0], sizes[1]
     top = by.get((big, "duckdb · parquet"))
     if top:
-        result.goal(f"peak RSS, {big:,} records, duckdb on Parquet", f"{top['rss_mb']:.0f} MB", "≤ 1024 MB", top["rss_mb"] <= 1024)
+        result.goal(
+            f"peak RSS, {big:,} records, duckdb on Parquet",
+            f"{top['rss_mb']:.0f} MB",
+            "≤ 1024 MB",
+            top["rss_mb"] <= 1024,
+        )
         rate = big / top["wall_s"]
-        result.goal(f"input rate, {big:,} records, duckdb on Parquet", f"{rate:,.0f} records/s", "≥ 1,000,000/s", rate >= 1e6)
+        result.goal(
+            f"input rate, {big:,} records, duckdb on Parquet", f"{rate:,.0f} records/s", "≥ 1,000,000/s", rate >= 1e6
+        )
     small, mid = by.get((lo, "duckdb · parquet")), by.get((hi, "duckdb · parquet"))
     if small and mid:
         mem, t = mid["rss_mb"] / small["rss_mb"], mid["wall_s"] / small["wall_s"]
         result.goal(f"memory {hi:,} / {lo:,} records (duckdb)", f"{mem:.2f}×", "≤ 2×", mem <= 2)
         result.goal(f"time {hi:,} / {lo:,} records (duckdb)", f"{t:.2f}×", "≤ 6×", t <= 6)
-    verdicts = {}
+    verdicts: dict[int, set[tuple[str, ...]]] = {}
     for r in runs:
         if "drifted" in r:
             verdicts.setdefault(r["n"], set()).add(tuple(r["drifted"]))

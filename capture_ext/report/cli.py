@@ -77,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument("--threads", type=_arg(_positive_int), help="duckdb: worker threads (default: all cores)")
     eng.add_argument("--workgroup", help="athena: workgroup (its result location is used)")
     eng.add_argument("--database", help="athena: Glue database holding the capture tables")
-    eng.add_argument("--athena-output", metavar="S3_URI", help="athena: query result location, if the workgroup has none")
+    eng.add_argument(
+        "--athena-output", metavar="S3_URI", help="athena: query result location, if the workgroup has none"
+    )
     base = p.add_argument_group("baseline (default: the older half of the current window's records)")
     base.add_argument("--baseline", metavar="STATISTICS_JSON", help="statistics.json from an earlier report")
     base.add_argument("--baseline-data", metavar="URI", help="another capture prefix (default: --data)")

@@ -76,7 +76,9 @@ class Check:
             value = getattr(self, key)
             if value is not None:
                 # NaN/inf are not JSON; a test that cannot say gives no number rather than a bad file
-                out[key] = (float(f"{value:.6g}") if math.isfinite(value) else None) if isinstance(value, float) else value
+                out[key] = (
+                    (float(f"{value:.6g}") if math.isfinite(value) else None) if isinstance(value, float) else value
+                )
         if self.check_type == DRIFT:
             out.update(baseline_count=self.n_baseline, current_count=self.n_current)
         return out

@@ -62,7 +62,7 @@ class Engine(ABC):
     def split_time(self, window: Window) -> tuple[int, datetime | None]:
         """(records in the window, the capture time that splits them in halves; None below 2)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - most engines hold nothing to release
         """Release what the engine holds (connections, temporary files)."""
 
 
@@ -224,11 +224,13 @@ class SqlEngine(Engine):
         self, feats: str, spec: list[tuple[str, str, Field | None]], features: dict[str, Feature], span: float
     ) -> Series:
         seconds = bucket_seconds(span)
-        names = series_features([f for f in features.values()])
+        names = series_features(list(features.values()))
         index = {name: i for i, (name, _, _) in enumerate(spec)}
         numeric = [index[name] for name in names]
         rows = self.run(Builder(self.dialect).series(feats, seconds, numeric))
-        series = Series(seconds, [bucket_start(float(r[0]) * seconds, seconds) for r in rows], [int(r[1]) for r in rows])
+        series = Series(
+            seconds, [bucket_start(float(r[0]) * seconds, seconds) for r in rows], [int(r[1]) for r in rows]
+        )
         for j, name in enumerate(names):
             qs = [r[2 + j] for r in rows]
             series.quantiles[name] = (

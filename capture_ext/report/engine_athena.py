@@ -54,6 +54,8 @@ class AthenaEngine(SqlEngine):
         self.database = database
         self.output = output
         self.fmt = "parquet" if data.fmt == "auto" else data.fmt
+        if self.fmt not in TABLES:
+            raise SourceError(f"--engine athena reads the Glue tables of {' and '.join(TABLES)}, not {self.fmt}")
         self.bytes_scanned = 0
         self.queries = 0
         if client is None:
@@ -131,7 +133,9 @@ class AthenaEngine(SqlEngine):
             if first:
                 data = data[1:]  # the header row
                 first = False
-            rows.extend(tuple(_value(c.get("VarCharValue"), k) for c, k in zip(r["Data"], kinds, strict=False)) for r in data)
+            rows.extend(
+                tuple(_value(c.get("VarCharValue"), k) for c, k in zip(r["Data"], kinds, strict=False)) for r in data
+            )
             token = page.get("NextToken")
             if not token:
                 return rows

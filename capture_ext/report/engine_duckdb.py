@@ -31,7 +31,7 @@ DEFAULT_MEMORY_LIMIT = "512MB"
 def _s3_filesystem(pa_fs: Any) -> Any:
     from fsspec.implementations.arrow import ArrowFSWrapper
 
-    class S3(ArrowFSWrapper):  # type: ignore[misc]
+    class S3(ArrowFSWrapper):
         protocol = ("s3", "s3a")
 
     return S3(pa_fs)

@@ -7,8 +7,8 @@ each ``<img>`` also names its PNG file (``data-file``) for tools that want the i
 from __future__ import annotations
 
 import base64
-import statistics
 import re
+import statistics
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape

@@ -243,10 +243,10 @@ def record_time(rec: dict[str, Any]) -> datetime | None:
                 return parse_time(value)
             except ValueError:
                 continue
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            # epoch milliseconds, within the years a datetime holds (1e20, NaN, Infinity are no time)
-            if MIN_EPOCH_MS <= value <= MAX_EPOCH_MS:
-                return EPOCH + timedelta(milliseconds=value)
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        # epoch ms, within the years a datetime holds (1e20, NaN, Infinity are no time)
+        if number and MIN_EPOCH_MS <= value <= MAX_EPOCH_MS:  # type: ignore[operator]
+            return EPOCH + timedelta(milliseconds=value)  # type: ignore[arg-type]
     return None
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from capture_ext.report.descriptors import CATEGORICAL, MAX_DEPTH, NUMERIC, QA_FIELDS, TEXT
+from capture_ext.report.descriptors import CATEGORICAL, MAX_DEPTH, NUMERIC, TEXT
 
 SAMPLE_SIZE = 5000
 MAX_CATEGORY_ROWS = 1000  # categories per feature sent back; the rest are summed into one row
@@ -214,7 +214,9 @@ class Builder:
         def many(col: str, paths: list[tuple[str, ...]]) -> str:
             paths = paths or [("",)]
             if d.duckdb:
-                pointers = ", ".join(quote("/" + "/".join(k.replace("~", "~0").replace("/", "~1") for k in p)) for p in paths)
+                pointers = ", ".join(
+                    quote("/" + "/".join(k.replace("~", "~0").replace("/", "~1") for k in p)) for p in paths
+                )
                 # TRY: Parquet's input is text, parsed here once; text that is not JSON has no members
                 return f"TRY(json_extract({col}, [{pointers}]))"
             items = []
@@ -263,8 +265,8 @@ class Builder:
         (the portable discovery; Athena's, and DuckDB's twin of it)."""
         d = self.d
         level1 = " UNION ALL ".join(
-            f"SELECT '{side}' AS side, e1.k AS k1, e1.v AS v FROM ({raw}) AS r CROSS JOIN {d.each(f'r.{_col(side)}', 'e1')} "
-            f"WHERE {d.jtype(f'r.{_col(side)}')} = 'o'"
+            f"SELECT '{side}' AS side, e1.k AS k1, e1.v AS v FROM ({raw}) AS r "
+            f"CROSS JOIN {d.each(f'r.{_col(side)}', 'e1')} WHERE {d.jtype(f'r.{_col(side)}')} = 'o'"
             for side in ("input", "output")
         )
         leaves = (
@@ -286,7 +288,10 @@ class Builder:
         columns so no expression nests another: planning stays fast with many fields."""
         d = self.d
         slots = Slots()
-        leaves = [f"{self._leaf(f, slots)} AS x{i}, {d.jtype(slots.ref(f.side, f.keys))} AS o{i}" for i, f in enumerate(fields)]
+        leaves = [
+            f"{self._leaf(f, slots)} AS x{i}, {d.jtype(slots.ref(f.side, f.keys))} AS o{i}"
+            for i, f in enumerate(fields)
+        ]
         extracted = self.extracted(raw, slots)
         inner = f"SELECT {', '.join(leaves) or '1 AS x'} FROM ({extracted}) AS e"
         typed = ", ".join(f"x{i}, o{i}, {d.jtype(f'x{i}')} AS t{i}" for i in range(len(fields)))
@@ -351,17 +356,15 @@ class Builder:
         if kind == TEXT:
             text = f"CASE WHEN {t} = 's' THEN {d.jtext(f'({raw})')} WHEN {t} = 'o' THEN {d.jraw(f'({raw})')} END"
             return f"CAST(length({text}) AS DOUBLE)", f"COALESCE({t} NOT IN ('s', 'o', 'z'), FALSE)"
-        value = (
-            f"CASE WHEN {t} = 's' THEN {d.jtext(f'({raw})')} WHEN {t} = 'z' THEN NULL "
-            f"ELSE {d.jraw(f'({raw})')} END"
-        )
+        value = f"CASE WHEN {t} = 's' THEN {d.jtext(f'({raw})')} WHEN {t} = 'z' THEN NULL ELSE {d.jraw(f'({raw})')} END"
         return value, "FALSE"
 
     def features_table(self, raw: str, features: list[tuple[str, str, Field | None]]) -> str:
         """One narrow row per record (each inference_id once, its earliest capture): ts and
         (value v<i>, type error b<i>) per feature ``(name, kind, field)``; the input of every aggregate."""
         slots = Slots()
-        columns, leaves = [], []
+        columns: list[tuple[str, str]] = []
+        leaves: list[str] = []
         for name, kind, f in features:
             if f is None and name == "latency_ms":
                 columns.append(self.convert("lat", kind))
@@ -404,7 +407,9 @@ class Builder:
         if not d.duckdb and n_values > SAMPLE_SIZE:
             qs = [(k + 0.5) / SAMPLE_SIZE for k in range(SAMPLE_SIZE)]
             return f"SELECT {d.quantiles(f'v{i}', qs, exact=True)} AS sample FROM ({feats}) AS f WHERE v{i} IS NOT NULL"
-        ranked = f"SELECT v{i} AS v, row_number() OVER (ORDER BY v{i}) - 1 AS r FROM ({feats}) AS f WHERE v{i} IS NOT NULL"
+        ranked = (
+            f"SELECT v{i} AS v, row_number() OVER (ORDER BY v{i}) - 1 AS r FROM ({feats}) AS f WHERE v{i} IS NOT NULL"
+        )
         if n_values <= SAMPLE_SIZE:
             return f"SELECT v FROM ({ranked}) AS s ORDER BY r"
         n, size = int(n_values), SAMPLE_SIZE

@@ -233,9 +233,7 @@ def _pool(rng: Any, chars: int) -> str:
     return " ".join(WORDS[w] for w in words)[:chars]
 
 
-def _chunk(
-    rng: Any, pool: str, n: int, drift: tuple[str, ...]
-) -> tuple[list[str], list[str], Any, Any]:
+def _chunk(rng: Any, pool: str, n: int, drift: tuple[str, ...]) -> tuple[list[str], list[str], Any, Any]:
     """(input JSON texts, output JSON texts, scores, latencies) of ``n`` records."""
     import numpy as np
 

@@ -62,7 +62,7 @@ def glue_table(root: Path, fmt: str) -> duckdb.DuckDBPyConnection:
         )
     else:
         con.execute(
-            "CREATE TABLE capdb.inference_capture_jsonl AS SELECT inference_id, captured_at, \"timestamp\", "
+            'CREATE TABLE capdb.inference_capture_jsonl AS SELECT inference_id, captured_at, "timestamp", '
             "latency_ms, CAST(input AS VARCHAR) AS input, CAST(output AS VARCHAR) AS output, function, dt, hour "
             f"FROM read_json('{pattern}', hive_partitioning = true, columns = {{inference_id: 'VARCHAR', "
             "captured_at: 'VARCHAR', \"timestamp\": 'VARCHAR', latency_ms: 'DOUBLE', input: 'JSON', output: 'JSON'})"

@@ -28,7 +28,9 @@ ENGINES = ["duckdb", "python"]
 @pytest.fixture(scope="module")
 def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("capture")
-    records = make_records(120, START, seconds=600, seed=1) + make_records(120, START + timedelta(days=1), seconds=600, seed=2)
+    records = make_records(120, START, seconds=600, seed=1) + make_records(
+        120, START + timedelta(days=1), seconds=600, seed=2
+    )
     write_tree(root, capture_objects(records, fmt="jsonl", batch_size=60))
     return root / "inference-capture"
 
@@ -109,7 +111,9 @@ def test_links_out_of_the_output_folder_are_replaced_not_followed(
     assert not (out / "plots").is_symlink() and list((out / "plots").iterdir())
 
 
-def test_a_failed_run_leaves_no_violations_json(capture: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_failed_run_leaves_no_violations_json(
+    capture: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "violations.json").write_text('{"drift_detected": true}')  # from an earlier run

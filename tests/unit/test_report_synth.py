@@ -53,5 +53,3 @@ def test_knobs_move_the_distributions() -> None:
     q_ratio = mean(longer, lambda r: len(r["input"]["question"])) / mean(base, lambda r: len(r["input"]["question"]))
     assert 1.8 < q_ratio < 2.2
     assert mean(longer, lambda r: r["output"]["score"]) < mean(base, lambda r: r["output"]["score"]) - 0.2
-
-
