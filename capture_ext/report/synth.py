@@ -279,7 +279,7 @@ def write_sample(
     import pyarrow.parquet as pq
 
     rng = np.random.default_rng(seed)
-    pool = _pool(rng, 1_000_000)
+    pool = _pool(rng, min(1_000_000, 20_000 + records * 100))
     step_ms = days * 86_400_000 / max(1, records)
     start_ms = int(start.timestamp() * 1000)
     drift_from = start_ms + int(max(0.0, days - 1) * 86_400_000) if drift else None

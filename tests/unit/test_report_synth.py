@@ -53,3 +53,22 @@ def test_knobs_move_the_distributions() -> None:
     q_ratio = mean(longer, lambda r: len(r["input"]["question"])) / mean(base, lambda r: len(r["input"]["question"]))
     assert 1.8 < q_ratio < 2.2
     assert mean(longer, lambda r: r["output"]["score"]) < mean(base, lambda r: r["output"]["score"]) - 0.2
+
+
+def test_sample_data_command_writes_the_layout_and_drifts_the_last_day(tmp_path: Any) -> None:
+    from capture_ext.cli import main as cli_main
+    from capture_ext.report.synth import write_sample
+
+    assert cli_main(["sample-data", str(tmp_path / "j"), "--records", "480", "--days", "2", "--format", "jsonl"]) == 0
+    files = sorted((tmp_path / "j").rglob("*.jsonl.gz"))
+    assert files and all(KEY_RE.match(str(f.relative_to(tmp_path / "j"))) for f in files)
+    lines = [json.loads(x) for f in files for x in gzip.decompress(f.read_bytes()).splitlines()]
+    assert len(lines) == 480 and len({r["inference_id"] for r in lines}) == 480
+    assert all(isinstance(r["input"]["question"], str) and r["output"]["answer"] in r["input"]["context"] for r in lines)
+
+    write_sample(tmp_path / "p", 400, days=2, drift=("question",), records_per_file=50)
+    table = pa.concat_tables(pq.read_table(f) for f in sorted((tmp_path / "p").rglob("*.parquet")))
+    assert table.column_names == PARQUET_COLUMNS and table.num_rows == 400
+    lengths = [len(json.loads(x)["question"]) for x in table.column("input").to_pylist()]
+    first, last = sum(lengths[:200]) / 200, sum(lengths[200:]) / 200
+    assert 1.7 < last / first < 2.3  # the last day's questions are twice as long
