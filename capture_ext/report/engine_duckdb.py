@@ -103,25 +103,23 @@ class DuckDBEngine(SqlEngine):
                 f"ELSE {payload} END"
             )
 
-        sm = "json_type(json, '$.captureData') = 'OBJECT'"
-        ts = b.timestamp(
-            "json_extract(json, '$.captured_at')",
-            "json_extract(json, '$.timestamp')",
-            "json_extract(json, '$.eventMetadata.inferenceTime')",
-        )
+        # one parse of each line: the top-level members, then work on those small values
+        members = "['$.inference_id', '$.captured_at', '$.timestamp', '$.latency_ms', '$.input', '$.output', "
+        members += "'$.captureData', '$.eventMetadata']"
+        sm = "json_type(m[7]) = 'OBJECT'"
+        ts = b.timestamp("m[2]", "m[3]", "json_extract(m[8], '$.inferenceTime')")
         iid = (
-            "COALESCE(json_extract_string(json, '$.inference_id'), "
-            "json_extract_string(json, '$.eventMetadata.inferenceId'), "
-            "json_extract_string(json, '$.eventMetadata.eventId'))"
+            "COALESCE(json_extract_string(m[1], '$'), json_extract_string(m[8], '$.inferenceId'), "
+            "json_extract_string(m[8], '$.eventId'))"
         )
-        sm_in = sagemaker("json_extract(json, '$.captureData.endpointInput')")
-        sm_out = sagemaker("json_extract(json, '$.captureData.endpointOutput')")
-        plain_in, plain_out = nullz("json_extract(json, '$.input')"), nullz("json_extract(json, '$.output')")
+        sm_in = sagemaker("json_extract(m[7], '$.endpointInput')")
+        sm_out = sagemaker("json_extract(m[7], '$.endpointOutput')")
         return (
-            f"SELECT {iid} AS iid, {ts} AS ts, json_extract(json, '$.latency_ms') AS lat, "
-            f"CASE WHEN {sm} THEN {sm_in} ELSE {plain_in} END AS inp, "
-            f"CASE WHEN {sm} THEN {sm_out} ELSE {plain_out} END AS outp "
-            f"FROM read_ndjson_objects({files}, compression = 'auto_detect')"
+            f"SELECT {iid} AS iid, {ts} AS ts, m[4] AS lat, "
+            f"CASE WHEN {sm} THEN {sm_in} ELSE {nullz('m[5]')} END AS inp, "
+            f"CASE WHEN {sm} THEN {sm_out} ELSE {nullz('m[6]')} END AS outp "
+            f"FROM (SELECT json_extract(json, {members}) AS m "
+            f"FROM read_ndjson_objects({files}, compression = 'auto_detect')) AS lines"
         )
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:

@@ -77,8 +77,10 @@ def verdicts(engine: Engine, small_sample: int) -> dict[str, bool]:
     return {c.feature: c.violated for c in checks if c.check_type == DRIFT and not c.skipped}
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
-@pytest.mark.parametrize("small_sample", [1000, 100])  # hypothesis tests, then distances
+@pytest.mark.parametrize(
+    ("fmt", "small_sample"),
+    [("parquet", 1000), ("parquet", 100), ("jsonl", 1000)],  # hypothesis tests, then distances
+)
 def test_every_engine_gives_the_same_verdicts(tmp_path: Path, fmt: str, small_sample: int) -> None:
     records = make_records(400, START, seconds=216, seed=1) + make_records(
         400, START + DAY, seconds=216, seed=2, question_chars=80, score_mean=0.6, output_style="hf"
