@@ -64,7 +64,9 @@ def test_sample_data_command_writes_the_layout_and_drifts_the_last_day(tmp_path:
     assert files and all(KEY_RE.match(str(f.relative_to(tmp_path / "j"))) for f in files)
     lines = [json.loads(x) for f in files for x in gzip.decompress(f.read_bytes()).splitlines()]
     assert len(lines) == 480 and len({r["inference_id"] for r in lines}) == 480
-    assert all(isinstance(r["input"]["question"], str) and r["output"]["answer"] in r["input"]["context"] for r in lines)
+    assert all(
+        isinstance(r["input"]["question"], str) and r["output"]["answer"] in r["input"]["context"] for r in lines
+    )
 
     write_sample(tmp_path / "p", 400, days=2, drift=("question",), records_per_file=50)
     table = pa.concat_tables(pq.read_table(f) for f in sorted((tmp_path / "p").rglob("*.parquet")))
