@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
+from capture_ext.client import CaptureClient
 from tests.faults.process import ExtensionProcess
 
 pytestmark = pytest.mark.timeout(60)
@@ -23,16 +25,19 @@ async def test_every_emf_line_reconciles_per_sink(tmp_path: Path) -> None:
         "CAPTURE_SPOOL_MAX_BYTES": "20000",
     }
     ext = await ExtensionProcess(tmp_path, env).start()
+    client = CaptureClient(socket_path=ext.env["CAPTURE_SOCKET"], port=ext.port)
     try:
         for n in range(6):
             request_id = await ext.invoke()
-            body = [{"input": "x" * 300, "inference_id": f"{n}-{i}"} for i in range(10)]
-            await ext.post(body)  # the spool fills for the down sink: later posts get 503, counted
+            for i in range(10):  # the spool fills for the down sink: later lines are dropped, counted
+                client.capture(input="x" * 300, inference_id=f"{n}-{i}", request_id=request_id)
+            await asyncio.sleep(0.05)  # fire-and-forget: let the extension read them
             await ext.done(request_id)
             await ext.api.wait_idle()
         code, _ = await ext.shutdown(2000)
         assert code == 0
     finally:
+        client.close()
         await ext.close()
     lines = [json.loads(line) for line in ext.log().splitlines() if line.startswith('{"_aws"')]
     assert len(lines) >= 3
