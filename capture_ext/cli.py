@@ -82,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = "; ".join(f"{name}: {help_text}" for name, (_, help_text) in COMMANDS.items())
     parser.add_argument("command", choices=sorted(COMMANDS), help=summary)
     if not argv:
-        parser.print_help(sys.stderr)
-        return 2
+        parser.error(f"a command is required: {', '.join(sorted(COMMANDS))}")
     if argv[0] in {"-h", "--help", "--version"}:
         parser.parse_args(argv[:1])  # prints, then exits 0
     if argv[0].startswith("-"):
