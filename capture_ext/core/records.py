@@ -221,10 +221,9 @@ def normalize(raw: dict[str, Any], index: int | None = None, now: float | None =
             moved[target] = value
         metadata = {**metadata, **moved}
     stamp = raw.get("timestamp")
-    return {
+    record: dict[str, Any] = {
         "inference_id": inference_id,
         "request_id": request_id,
-        "trace_id": trace_id,
         "model": _model(raw.get("model"), where),
         "timestamp": rfc3339_ms(time.time() if now is None else now) if stamp is None else _timestamp(stamp, where),
         "latency_ms": None if latency is None else float(latency),
@@ -232,6 +231,9 @@ def normalize(raw: dict[str, Any], index: int | None = None, now: float | None =
         "output": raw.get("output"),
         "metadata": metadata,
     }
+    if trace_id is not None:  # only when known: records without tracing keep their size
+        record["trace_id"] = trace_id
+    return record
 
 
 def _name(key: str) -> str:
