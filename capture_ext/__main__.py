@@ -16,9 +16,11 @@ import os  # noqa: E402
 import sys  # noqa: E402
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m capture_ext",
+def parse_args(argv: list[str] | None, prog: str = "python -m capture_ext") -> argparse.Namespace:
+    from capture_ext.cli import OneLineParser
+
+    parser = OneLineParser(
+        prog=prog,
         description="Run the capture-ext Lambda extension. Needs AWS_LAMBDA_RUNTIME_API; "
         "configured through CAPTURE_* environment variables (docs/configuration.md).",
     )
@@ -30,16 +32,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m capture_ext") -> int:
+    args = parse_args(argv, prog)
+    from capture_ext.core import logs
     from capture_ext.core.config import Settings
 
     settings = Settings.from_env()
-    logging.basicConfig(
-        level=settings.log_level,
-        stream=sys.stderr,
-        format="%(asctime)s [capture-ext] %(levelname)s %(name)s: %(message)s",
-    )
+    # Plain text, or one JSON object per line under Lambda's AWS_LAMBDA_LOG_FORMAT=JSON.
+    logs.configure(os.environ, settings.log_level)
     log = logging.getLogger("capture_ext")
     runtime_api = os.environ.get("AWS_LAMBDA_RUNTIME_API")
     if not runtime_api:

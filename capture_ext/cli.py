@@ -10,14 +10,27 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 Command = Callable[[list[str]], int]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr and exit status 2.
+
+    argparse's own answer is a usage block followed by the error; in a terminal or a CI log the
+    message that matters is then the second of several lines. The message already names the
+    option and the value.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _run(argv: list[str]) -> int:
     from capture_ext.__main__ import main as run_main
 
-    return run_main(argv)
+    return run_main(argv, prog="capture-ext run")
 
 
 def _local(argv: list[str]) -> int:
@@ -57,17 +70,23 @@ COMMANDS: dict[str, tuple[Command, str]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    from capture_ext import __version__
+
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="capture-ext",
         description="Inference data capture for AWS Lambda.",
         epilog="Run 'capture-ext COMMAND --help' for the options of a command.",
     )
+    parser.add_argument("--version", action="version", version=f"capture-ext {__version__}")
     summary = "; ".join(f"{name}: {help_text}" for name, (_, help_text) in COMMANDS.items())
     parser.add_argument("command", choices=sorted(COMMANDS), help=summary)
-    if not argv or argv[0] in {"-h", "--help"}:
-        parser.print_help()
-        return 0 if argv else 2
+    if not argv:
+        parser.error(f"a command is required: {', '.join(sorted(COMMANDS))}")
+    if argv[0] in {"-h", "--help", "--version"}:
+        parser.parse_args(argv[:1])  # prints, then exits 0
+    if argv[0].startswith("-"):
+        parser.error(f"unknown option {argv[0]!r}; the command comes first")
     args = parser.parse_args(argv[:1])
     return COMMANDS[args.command][0](argv[1:])
 

@@ -191,8 +191,13 @@ class CaptureClient:
         latency_ms: float | None = None,
         metadata: dict[str, Any] | None = None,
         timestamp: str | int | float | None = None,
+        trace_id: str | None = None,
     ) -> str:
-        """Send one inference record; returns its ``inference_id``. Never raises."""
+        """Send one inference record; returns its ``inference_id``. Never raises.
+
+        ``trace_id`` defaults to the invoke's X-Ray trace header, which Lambda's runtime puts in
+        ``_X_AMZN_TRACE_ID`` for each invoke, so records join their traces.
+        """
         inference_id = inference_id or _uuid4_hex()
         try:
             if not sampled(inference_id, self.sample_rate):
@@ -209,6 +214,9 @@ class CaptureClient:
             request_id = request_id or _request_id.get()
             if request_id:
                 record["request_id"] = request_id
+            trace_id = trace_id or os.environ.get("_X_AMZN_TRACE_ID")
+            if trace_id:
+                record["trace_id"] = trace_id
             if model is not None:
                 record["model"] = model
             if latency_ms is not None:
@@ -423,6 +431,7 @@ def capture(
     latency_ms: float | None = None,
     metadata: dict[str, Any] | None = None,
     timestamp: str | int | float | None = None,
+    trace_id: str | None = None,
 ) -> str:
     """Capture one inference with the process-wide client; returns the ``inference_id``. Never raises."""
     try:
@@ -439,6 +448,7 @@ def capture(
         latency_ms=latency_ms,
         metadata=metadata,
         timestamp=timestamp,
+        trace_id=trace_id,
     )
 
 

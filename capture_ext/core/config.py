@@ -53,29 +53,80 @@ def _bool(raw: str) -> bool:
     raise ConfigError("expected 1/0, true/false, yes/no or on/off")
 
 
+def _int(raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError("not an integer") from None
+
+
+def _float(raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError("not a number") from None
+
+
 def _positive_int(raw: str) -> int:
-    value = int(raw)
+    value = _int(raw)
     if value <= 0:
         raise ConfigError("must be a positive integer")
     return value
 
 
+#: Units accepted by the byte-size settings: binary (KiB = 1024) and decimal (KB = 1000), as
+#: docs/configuration.md lists them. Case-insensitive; ``5MiB``, ``5 MiB`` and ``5242880`` agree.
+SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kib": 1024,
+    "mib": MIB,
+    "gib": 1024 * MIB,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+}
+
+
+def parse_size(raw: str) -> int:
+    """A number of bytes, optionally with a unit of :data:`SIZE_UNITS` (``64MiB``, ``5MB``)."""
+    text = raw.strip().lower()
+    number = text.rstrip("abcdefghijklmnopqrstuvwxyz").strip()
+    unit = text[len(number) :].strip()
+    if unit not in SIZE_UNITS or not number:
+        raise ConfigError("expected bytes, optionally with a unit: KiB, MiB, GiB (1024) or KB, MB, GB (1000)")
+    try:
+        value = float(number) * SIZE_UNITS[unit]
+    except ValueError:
+        raise ConfigError(f"{number!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")) or value != int(value):
+        raise ConfigError("must be a whole number of bytes")
+    return int(value)
+
+
+def _positive_size(raw: str) -> int:
+    value = parse_size(raw)
+    if value <= 0:
+        raise ConfigError("must be a positive number of bytes")
+    return value
+
+
 def _non_negative_float(raw: str) -> float:
-    value = float(raw)
+    value = _float(raw)
     if value < 0 or value != value:
         raise ConfigError("must be a number >= 0")
     return value
 
 
 def _fraction(raw: str) -> float:
-    value = float(raw)
+    value = _float(raw)
     if not 0.0 <= value <= 1.0:
         raise ConfigError("must be between 0.0 and 1.0")
     return value
 
 
 def _port(raw: str) -> int:
-    value = int(raw)
+    value = _int(raw)
     if not 1 <= value <= 65535 or value == 9001:
         raise ConfigError("must be a TCP port in 1..65535 other than 9001 (reserved by Lambda)")
     return value
@@ -102,7 +153,7 @@ def _redact(raw: str) -> tuple[tuple[tuple[str, ...], str], ...]:
 
 
 def _spool_bytes(raw: str) -> int:
-    value = int(raw)
+    value = parse_size(raw)
     if value < 0:
         raise ConfigError("must be 0 (spool off) or a positive number of bytes")
     return value
@@ -180,7 +231,7 @@ VARIABLES: tuple[Variable, ...] = (
         "CAPTURE_FLUSH_MAX_BYTES",
         str(5 * MIB),
         "A flush is due when this many bytes are buffered.",
-        _positive_int,
+        _positive_size,
         "flush_max_bytes",
         "5 MiB",
     ),
@@ -196,7 +247,7 @@ VARIABLES: tuple[Variable, ...] = (
         "CAPTURE_BUFFER_MAX_BYTES",
         str(64 * MIB),
         "Hard bound on the record bytes held in memory.",
-        _positive_int,
+        _positive_size,
         "buffer_max_bytes",
         "64 MiB",
     ),
@@ -204,7 +255,7 @@ VARIABLES: tuple[Variable, ...] = (
         "CAPTURE_MAX_RECORD_BYTES",
         str(1 * MIB),
         "Largest accepted record (JSON bytes); larger gets 413.",
-        _positive_int,
+        _positive_size,
         "max_record_bytes",
         "1 MiB",
     ),
@@ -212,7 +263,7 @@ VARIABLES: tuple[Variable, ...] = (
         "CAPTURE_MAX_REQUEST_BYTES",
         str(6 * MIB),
         "Largest accepted request body; larger gets 413.",
-        _positive_int,
+        _positive_size,
         "max_request_bytes",
         "6 MiB",
     ),
@@ -383,7 +434,8 @@ class Settings:
         """Read and validate every variable; bad values fall back to defaults and are reported."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
-        problems: list[str] = []
+        # (problem, what is done instead): with CAPTURE_STRICT=1 nothing is done instead, the init fails.
+        problems: list[tuple[str, str]] = []
         for var in VARIABLES:
             raw = env.get(var.name)
             if raw is None:
@@ -394,10 +446,10 @@ class Settings:
             except (ValueError, ConfigError) as exc:
                 shown = "<hidden>" if var.attr.endswith("_key") else repr(raw)
                 if var.fallback is None:
-                    problems.append(f"{var.name}={shown} is invalid ({exc}); using the default {var.default!r}")
+                    problems.append((f"{var.name}={shown} is invalid ({exc})", f"using the default {var.default!r}"))
                     values[var.attr] = var.parse(var.default)
                 else:  # fail closed instead of falling back to a permissive default
-                    problems.append(f"{var.name}={shown} is invalid ({exc}); using {var.fallback!r} instead")
+                    problems.append((f"{var.name}={shown} is invalid ({exc})", f"using {var.fallback!r} instead"))
                     values[var.attr] = var.parse(var.fallback)
         function_name = env.get("AWS_LAMBDA_FUNCTION_NAME", "local-function")
         if not values["log_group"]:
@@ -407,8 +459,11 @@ class Settings:
             values["spool_dir"] = os.path.join(os.path.dirname(values["socket_path"]) or ".", "capture-ext-spool")
         if values["flush_max_bytes"] > values["buffer_max_bytes"]:
             problems.append(
-                f"CAPTURE_FLUSH_MAX_BYTES={values['flush_max_bytes']} exceeds CAPTURE_BUFFER_MAX_BYTES="
-                f"{values['buffer_max_bytes']}; using CAPTURE_BUFFER_MAX_BYTES"
+                (
+                    f"CAPTURE_FLUSH_MAX_BYTES={values['flush_max_bytes']} exceeds CAPTURE_BUFFER_MAX_BYTES="
+                    f"{values['buffer_max_bytes']}",
+                    "using CAPTURE_BUFFER_MAX_BYTES",
+                )
             )
             values["flush_max_bytes"] = values["buffer_max_bytes"]
         return cls(
@@ -416,7 +471,7 @@ class Settings:
             function_name=function_name,
             function_version=env.get("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
-            problems=tuple(problems),
+            problems=tuple(problem if values["strict"] else f"{problem}; {instead}" for problem, instead in problems),
         )
 
     def log_problems(self) -> None:

@@ -31,6 +31,8 @@ class Event:
     deadline_ms: int
     request_id: str = ""
     shutdown_reason: str = ""
+    #: The X-Ray trace header of the invoke (``tracing.value``), or "".
+    trace_id: str = ""
 
     @classmethod
     def parse(cls, body: bytes) -> Event:
@@ -40,7 +42,14 @@ class Event:
             deadline_ms=int(data.get("deadlineMs") or 0),
             request_id=str(data.get("requestId", "")),
             shutdown_reason=str(data.get("shutdownReason", "")),
+            trace_id=_trace_value(data.get("tracing")),
         )
+
+
+def _trace_value(tracing: Any) -> str:
+    if isinstance(tracing, dict) and isinstance(tracing.get("value"), str):
+        return str(tracing["value"])
+    return ""
 
 
 class ExtensionsAPI:

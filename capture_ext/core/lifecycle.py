@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from capture_ext.core import logs
 from capture_ext.core.config import Settings
 from capture_ext.core.lambda_api import Event, ExtensionsAPI, LambdaAPIError, Registration, telemetry_bind_address
 
@@ -212,6 +213,8 @@ class Extension:
                 return 1
             if event.event_type == "INVOKE":
                 self.invokes += 1
+                logs.current_request_id = event.request_id  # JSON log lines carry it
+                self.ingest.enricher.invoke_trace = (event.request_id, event.trace_id)
                 await self.on_invoke(event)
             elif event.event_type == "SHUTDOWN":
                 await self.on_shutdown(event)

@@ -3,12 +3,12 @@
 It runs the same discovery as the extension (entry-point group ``capture_ext``, honouring
 ``CAPTURE_DISABLED_PLUGINS``) and asks every plugin for its sinks, so "my sink is not picked up"
 is answered here rather than in a Lambda log. Exit status 1 means something is wrong: a plugin
-failed, or ``CAPTURE_SINKS`` names a sink nobody registers.
+failed, ``CAPTURE_SINKS`` names a sink nobody registers, or a selected sink's Python package (its
+``requires``) is not installed.
 """
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import json
 import logging
@@ -16,8 +16,10 @@ import os
 import sys
 from typing import Any
 
+from capture_ext.cli import OneLineParser
 from capture_ext.core.config import Settings
 from capture_ext.core.plugins import ENTRY_POINT_GROUP, Plugins, get_plugin_manager
+from capture_ext.core.sink_setup import missing_requirement
 
 
 def collect(env: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
@@ -32,6 +34,8 @@ def collect(env: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
         if not owner:
             close = difflib.get_close_matches(name, sorted(factories), n=1)
             entry["error"] = f"no plugin registers sink {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+        elif name in factories and (missing := missing_requirement(factories[name])) is not None:
+            entry["error"] = f"sink {name!r} {missing}"
         selected.append(entry)
     return {
         "entry_point_group": ENTRY_POINT_GROUP,
@@ -88,10 +92,11 @@ def render(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="capture-ext plugins",
         description="List the installed capture-ext plugins, their distributions and the sinks they register.",
-        epilog="Exit status 1 when a plugin failed to load or CAPTURE_SINKS names an unknown sink.",
+        epilog="Exit status 1 when a plugin failed to load, CAPTURE_SINKS names an unknown sink or a selected "
+        "sink's Python package is not installed.",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     args = parser.parse_args(argv)

@@ -19,7 +19,7 @@ import orjson
 
 #: Fields a record may carry at the top level; anything else is moved into ``metadata``.
 KNOWN_FIELDS = frozenset(
-    {"input", "output", "inference_id", "request_id", "model", "timestamp", "latency_ms", "metadata"}
+    {"input", "output", "inference_id", "request_id", "trace_id", "model", "timestamp", "latency_ms", "metadata"}
 )
 #: Fields the extension sets; a client cannot override them.
 ENRICHED_FIELDS = ("function_name", "function_version", "environment_id", "captured_at", "sequence")
@@ -197,6 +197,9 @@ def normalize(raw: dict[str, Any], index: int | None = None, now: float | None =
     request_id = raw.get("request_id")
     if request_id is not None and (not isinstance(request_id, str) or len(request_id) > MAX_ID_LENGTH):
         raise RecordError(f"{where}field 'request_id': expected a string of at most {MAX_ID_LENGTH} chars")
+    trace_id = raw.get("trace_id")
+    if trace_id is not None and (not isinstance(trace_id, str) or len(trace_id) > MAX_ID_LENGTH):
+        raise RecordError(f"{where}field 'trace_id': expected a string of at most {MAX_ID_LENGTH} chars")
     latency = raw.get("latency_ms")
     if latency is not None and (isinstance(latency, bool) or not isinstance(latency, int | float) or latency < 0):
         raise RecordError(f"{where}field 'latency_ms': expected a number >= 0")
@@ -218,7 +221,7 @@ def normalize(raw: dict[str, Any], index: int | None = None, now: float | None =
             moved[target] = value
         metadata = {**metadata, **moved}
     stamp = raw.get("timestamp")
-    return {
+    record: dict[str, Any] = {
         "inference_id": inference_id,
         "request_id": request_id,
         "model": _model(raw.get("model"), where),
@@ -228,6 +231,9 @@ def normalize(raw: dict[str, Any], index: int | None = None, now: float | None =
         "output": raw.get("output"),
         "metadata": metadata,
     }
+    if trace_id is not None:  # only when known: records without tracing keep their size
+        record["trace_id"] = trace_id
+    return record
 
 
 def _name(key: str) -> str:
@@ -243,8 +249,14 @@ class Enricher:
         self.function_version = function_version
         self.environment_id = environment_id
         self._sequence = itertools.count(first_sequence)
+        #: (request id, X-Ray trace id) of the INVOKE being handled, from its ``tracing.value``.
+        self.invoke_trace: tuple[str, str] = ("", "")
 
     def enrich(self, record: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+        if record.get("trace_id") is None and record.get("request_id"):
+            request_id, trace_id = self.invoke_trace
+            if trace_id and record["request_id"] == request_id:  # a client that did not send it
+                record["trace_id"] = trace_id
         record["function_name"] = self.function_name
         record["function_version"] = self.function_version
         record["environment_id"] = self.environment_id

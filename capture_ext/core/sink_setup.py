@@ -1,8 +1,8 @@
 """Building the configured sinks from the plugins, with one loud line per problem.
 
-An unknown sink name or a factory that fails (for example a missing required setting) disables
-that sink only; the others run. With ``CAPTURE_STRICT=1`` the lifecycle turns the returned
-problems into an init error instead.
+An unknown sink name, a sink whose Python package is missing or a factory that fails (for example
+a missing required setting) disables that sink only; the others run. With ``CAPTURE_STRICT=1`` the
+lifecycle turns the returned problems into an init error instead.
 """
 
 from __future__ import annotations
@@ -17,6 +17,29 @@ from capture_ext.models import Sink, SinkContext
 logger = logging.getLogger(__name__)
 
 PrepareHook = Callable[[dict[str, Any]], None]
+
+
+def missing_requirement(factory: Callable[..., Any]) -> str | None:
+    """Why a sink cannot run in this environment, or None.
+
+    A sink (factory) may list the top-level modules it imports on first use in ``requires``, and
+    the distribution that brings them in ``install_hint``. They are found without being imported,
+    so this costs nothing at cold start, and a sink whose package is missing is a configuration
+    error now instead of a start-up failure retried after every flush.
+    """
+    import importlib.util
+
+    for module in getattr(factory, "requires", ()):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            hint = getattr(factory, "install_hint", "")
+            return f"needs the Python package {module!r}, which is not installed" + (
+                f" (pip install {hint!r})" if hint else ""
+            )
+    return None
 
 
 def build_sinks(
@@ -35,6 +58,11 @@ def build_sinks(
         if factory is None:
             known = ", ".join(sorted(factories)) or "none"
             problems.append(f"CAPTURE_SINKS names unknown sink {name!r} (installed sinks: {known}); it is disabled")
+            logger.error("%s", problems[-1])
+            continue
+        missing = missing_requirement(factory)
+        if missing is not None:
+            problems.append(f"sink {name!r} is disabled: {missing}")
             logger.error("%s", problems[-1])
             continue
         context = SinkContext(

@@ -262,6 +262,9 @@ class AwsSink:
     name: str
     client: LazyClient
     errors: ErrorReporter
+    #: Checked when the extension builds its sinks (without importing): a missing one disables the sink.
+    requires: tuple[str, ...] = ("aioboto3",)
+    install_hint: str = "capture-ext[aws]"
 
     async def start(self) -> None:
         """Open the client now, so the first flush, maybe a SHUTDOWN, does not pay for it."""

@@ -41,6 +41,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("input", "string"),
     ("output", "string"),
     ("metadata", "string"),
+    ("trace_id", "string"),
 )
 _KNOWN = frozenset({name for name, _ in COLUMNS} | {"model"})
 
@@ -112,6 +113,7 @@ def table(records: Sequence[Record]) -> Any:
         "input": [_json_or_none(r.get("input")) for r in records],
         "output": [_json_or_none(r.get("output")) for r in records],
         "metadata": [_metadata(r) for r in records],
+        "trace_id": [_str(r.get("trace_id")) for r in records],
     }
     target = schema()
     arrays = []

@@ -27,6 +27,7 @@ GZIP_LEVEL = 3
 ENVELOPE_FIELDS = (
     "inference_id",
     "request_id",
+    "trace_id",
     "model",
     "timestamp",
     "latency_ms",

@@ -21,6 +21,8 @@ class S3ParquetSink(S3Sink):
     fmt = "parquet"
     extension = "parquet"
     content_type = "application/vnd.apache.parquet"
+    requires = ("aioboto3", "pyarrow")
+    install_hint = "capture-ext[parquet]"
 
     def warm_encoder(self) -> None:
         import pyarrow.parquet  # noqa: F401 - about 150 ms, better spent before the first flush

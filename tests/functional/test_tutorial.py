@@ -35,6 +35,7 @@ def test_tutorial_shows_every_file_of_the_plugin() -> None:
         "capture_ext_sqlite.py",
         "tests/conftest.py",
         "tests/test_sqlite_sink.py",
+        "handler.py",
     }
 
 

@@ -92,6 +92,17 @@ def test_a_home_without_the_package_is_one_clear_error(tmp_path: Path) -> None:
     assert f"no capture_ext package in {tmp_path}" in err
 
 
+def test_the_launchers_error_is_a_json_line_under_lambdas_json_log_format(tmp_path: Path) -> None:
+    home = tmp_path / 'odd "name"'
+    home.mkdir()
+    env = base_env(CAPTURE_EXT_HOME=str(home), CAPTURE_EXT_PYTHON=sys.executable, AWS_LAMBDA_LOG_FORMAT="JSON")
+    proc, _, err = launch(LAUNCHER, env)
+    assert proc.returncode == 1
+    (line,) = err.splitlines()
+    entry = json.loads(line)
+    assert entry["level"] == "ERROR" and entry["message"] == f"no capture_ext package in {home} (set CAPTURE_EXT_HOME)"
+
+
 def this_python() -> str:
     return f"{sys.version_info[0]}.{sys.version_info[1]}"
 

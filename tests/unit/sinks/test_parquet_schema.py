@@ -29,6 +29,7 @@ DOCUMENTED = [
     ("input", pa.string()),
     ("output", pa.string()),
     ("metadata", pa.string()),
+    ("trace_id", pa.string()),  # appended: older files simply lack it
 ]
 
 
