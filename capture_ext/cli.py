@@ -7,24 +7,14 @@ instant and static checks (mypy, import rules) still see every edge.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
-from typing import NoReturn
+
+from capture_ext.argparsing import OneLineParser
 
 Command = Callable[[list[str]], int]
 
-
-class OneLineParser(argparse.ArgumentParser):
-    """An argument parser whose usage errors are one line on stderr and exit status 2.
-
-    argparse's own answer is a usage block followed by the error; in a terminal or a CI log the
-    message that matters is then the second of several lines. The message already names the
-    option and the value.
-    """
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+__all__ = ["OneLineParser", "main"]
 
 
 def _run(argv: list[str]) -> int:

@@ -22,6 +22,7 @@ import tempfile
 from datetime import UTC, datetime
 from typing import Any
 
+from capture_ext.argparsing import OneLineParser
 from capture_ext.report.baseline import BaselineError, read_statistics, to_statistics
 from capture_ext.report.descriptors import Profile
 from capture_ext.report.drift import DRIFT, Check, Thresholds, compare
@@ -46,13 +47,12 @@ def _arg(parse: Any) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="capture-ext report",
         description="Profile captured inference records for a time window, test them for drift "
         "against a baseline and write report.html, violations.json and statistics.json.",
         epilog="Exit codes: 0 no violations, 1 drift, 2 usage, 3 no data / unreadable input, "
         "4 data-quality violations only. See docs/report.md.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     src = p.add_argument_group("current data")
     src.add_argument(

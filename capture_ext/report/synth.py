@@ -335,10 +335,11 @@ def write_sample(
 
 def main(argv: list[str] | None = None) -> int:
     """``capture-ext sample-data DIR --records N``: synthetic QA capture data in the sinks' layout."""
-    import argparse
     import time
 
-    parser = argparse.ArgumentParser(
+    from capture_ext.argparsing import OneLineParser
+
+    parser = OneLineParser(
         prog="capture-ext sample-data",
         description="Write synthetic extractive-QA capture data in the S3 sinks' layout "
         "(DIR/inference-capture/<format>/function=…/dt=…/hour=…/), for demos and benchmarks.",
