@@ -151,7 +151,7 @@ class Plugins:
                 continue
             try:
                 plugin = ep.load()
-            except (Exception, SystemExit) as exc:  # a plugin's sys.exit() must not end the extension
+            except BaseException as exc:  # a plugin's sys.exit() or Ctrl-C-alike must not end the extension
                 self._fail(info, exc, "failed to import")
                 continue
             self.register(plugin, ep.name, info)
@@ -236,7 +236,7 @@ class Plugins:
             kwargs: dict[str, Any] = {"register": register}
             try:
                 impl.function(*(kwargs[arg] for arg in impl.argnames))
-            except (Exception, SystemExit) as exc:
+            except BaseException as exc:  # SystemExit, KeyboardInterrupt, CancelledError: the plugin's alone
                 self._fail(info, exc, "raised in capture_register_sinks")
         return dict(self._factories)
 
@@ -273,6 +273,10 @@ class Plugins:
         if info is None:
             return plugin_name
         return info.module + (f" from {info.distribution} {info.version}" if info.distribution else "")
+
+    def is_builtin_sink(self, name: str) -> bool:
+        """Whether sink ``name`` ships with capture-ext (contract-tested, trusted to run inline)."""
+        return self.sink_owner(name).startswith(BUILTIN_PREFIX)
 
     def sink_owner(self, name: str) -> str:
         """The plugin that registered sink ``name`` ("" when none did)."""
