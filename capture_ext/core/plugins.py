@@ -284,8 +284,18 @@ class Plugins:
         return self._owners.get(name, "")
 
     def prepare_record(self, record: dict[str, Any]) -> None:
-        """Run every ``capture_prepare_record`` implementation on ``record`` (in place)."""
-        self.pm.hook.capture_prepare_record(record=record)
+        """Run every ``capture_prepare_record`` implementation on ``record`` (in place).
+
+        A hook's ``SystemExit``, ``KeyboardInterrupt`` or ``CancelledError`` (it is a plain
+        function: no cancellation can reach it from outside) becomes a :class:`PluginError`, so it
+        costs that record only, as any other exception of a hook does.
+        """
+        try:
+            self.pm.hook.capture_prepare_record(record=record)
+        except Exception:
+            raise
+        except BaseException as exc:
+            raise PluginError(f"capture_prepare_record raised {type(exc).__name__}: {exc}") from exc
 
     @property
     def has_prepare_hooks(self) -> bool:

@@ -379,10 +379,13 @@ class SinkContract:
         assert not owner_errors, owner_errors
 
     # -- isolation: the negative tests ------------------------------------------------------------
-    #: How long the blocking and cancellation-swallowing hostile sinks hold on (seconds).
-    hostile_block_s: ClassVar[float] = 1.0
-    #: The flush deadline the isolation test gives the dispatcher (seconds).
+    #: How long the blocking and cancellation-swallowing hostile sinks hold on (seconds): longer
+    #: than the test, in threads it abandons, so they are still stuck at the second flush.
+    hostile_block_s: ClassVar[float] = 60.0
+    #: The deadline of the first flush, which the stuck hostile sinks overrun (seconds).
     isolation_deadline_s: ClassVar[float] = 0.5
+    #: The deadline of the second flush: time enough for every sink that can finish (seconds).
+    second_flush_deadline_s: ClassVar[float] = 5.0
 
     @pytest.mark.asyncio
     async def test_keeps_working_beside_hostile_sinks(self) -> None:
@@ -411,14 +414,17 @@ class SinkContract:
         dispatcher.states["mine"].started = True
         expected: list[Record] = []
         try:
-            for _ in range(2):  # the second flush meets sinks still stuck in the first one's calls
+            # The second flush meets sinks still stuck in the first one's calls; its longer deadline
+            # lets every other call run to its end however slow the machine, so the counts below
+            # do not depend on timing.
+            for deadline_s in (self.isolation_deadline_s, self.second_flush_deadline_s):
                 records = self.records(3)
                 expected += copy.deepcopy(records)
                 for record in records:
                     ledger.received += 1
                     buffer.add(record, len(json.dumps(record, default=str)))
                 store.seal()
-                await dispatcher.flush(time.monotonic() + self.isolation_deadline_s, ignore_breakers=True)
+                await dispatcher.flush(time.monotonic() + deadline_s, ignore_breakers=True)
         finally:
             await dispatcher.close(self.isolation_deadline_s)
         await self.assert_stored(expected, exactly_once=self.idempotent)

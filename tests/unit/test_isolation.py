@@ -80,3 +80,19 @@ def test_copies_are_deep_and_equal():
     assert copied == records
     copied[1]["input"]["deep"][0][0]["x"] = 2
     assert records[1]["input"]["deep"][0][0]["x"] == 1
+
+
+@pytest.mark.parametrize("exc", [SystemExit, KeyboardInterrupt, asyncio.CancelledError])
+def test_a_prepare_hook_raising_a_base_exception_is_an_ordinary_error(exc):
+    from capture_ext import hookimpl
+    from capture_ext.core.plugins import PluginError, get_plugin_manager
+
+    class Hook:
+        @hookimpl
+        def capture_prepare_record(self, record):
+            raise exc
+
+    plugins = get_plugin_manager(load_entrypoints=False)
+    assert plugins.register(Hook(), "hook")
+    with pytest.raises(PluginError, match=exc.__name__):
+        plugins.prepare_record({"inference_id": "x"})
