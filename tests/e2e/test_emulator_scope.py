@@ -19,7 +19,7 @@ import pytest
 
 from capture_ext.emulator.apigw import INVOKE_PATH
 from capture_ext.emulator.model import SandboxFailure
-from capture_ext.emulator.processes import MAX_LINE_BYTES
+from capture_ext.emulator.processes import KEPT_LINES, MAX_LINE_BYTES, ProcessSet
 from capture_ext.emulator.scope import SCOPE_VAR
 from tests.e2e.fixtures.emulator_helpers import TASK_ROOT, notes, write_probe
 
@@ -102,6 +102,16 @@ async def test_long_function_lines_are_split_not_cut(lambda_emulator, task_root)
     assert "".join(pieces) == "y" * n, [len(p) for p in pieces]
     assert max(len(p) for p in pieces) <= MAX_LINE_BYTES
     assert "after the long line" in lines
+
+
+async def test_the_lines_kept_per_process_are_bounded():
+    seen: list[str] = []
+    procs = ProcessSet(lambda _child, _stream, line: seen.append(line), lambda _child: None)
+    code = f"for i in range({KEPT_LINES + 500}): print(i)"
+    child = await procs.start("chatty", "runtime", [sys.executable, "-c", code], dict(os.environ))
+    assert await child.wait(30)
+    assert len(seen) == KEPT_LINES + 500  # every line is passed on ...
+    assert len(child.lines) == KEPT_LINES and child.lines[-1] == str(KEPT_LINES + 499)  # ... the newest kept
 
 
 async def test_init_timeout_names_the_extension_that_never_registered(lambda_emulator, tmp_path):
