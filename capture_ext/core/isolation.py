@@ -79,12 +79,15 @@ class SinkThread:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        while not self.loop.is_closed():
-            try:
-                self.loop.run_forever()
-                return
-            except BaseException as exc:  # a KeyboardInterrupt escaping a callback: keep serving
-                logger.error("sink %s: its event loop was interrupted by %s; restarted", self.name, describe(exc))
+        try:
+            while True:
+                try:
+                    self.loop.run_forever()
+                    break
+                except BaseException as exc:  # a KeyboardInterrupt escaping a callback: keep serving
+                    logger.error("sink %s: its event loop was interrupted by %s; restarted", self.name, describe(exc))
+        finally:
+            self.loop.close()  # stopped only when idle: nothing is left to run
 
     def call(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
         """Run the plain function ``fn(*args)`` in this thread."""
