@@ -21,6 +21,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from capture_ext.core.buffer import SealedBatch
+from capture_ext.core.isolation import LoopWatchdog, describe
 from capture_ext.core.ledger import Ledger, SinkLedger
 from capture_ext.core.store import Store
 from capture_ext.models import Batch, Outcome, Sink, WriteResult
@@ -106,6 +107,7 @@ class Dispatcher:
         self.max_attempts = max_attempts
         self.rng = rng or random.Random()
         self.states = {name: SinkState(name, sink, ledger.sink(name)) for name, sink in sinks.items()}
+        self.watchdog = LoopWatchdog(sinks)
 
     # -- bookkeeping ------------------------------------------------------------------------
     def _intake(self) -> None:
@@ -162,9 +164,10 @@ class Dispatcher:
             name: (s.ledger.delivered, sum(s.ledger.dropped.values()), s.ledger.retried)
             for name, s in self.states.items()
         }
-        await asyncio.gather(
-            *(self._drain(state, deadline, ignore_breakers) for state in self.states.values()),
-        )
+        async with self.watchdog.armed():
+            await asyncio.gather(
+                *(self._drain(state, deadline, ignore_breakers) for state in self.states.values()),
+            )
         for name, state in self.states.items():
             delivered, dropped, retried = before[name]
             report.delivered[name] = state.ledger.delivered - delivered
@@ -263,12 +266,19 @@ class Dispatcher:
         await asyncio.gather(*(self._start(state, deadline) for state in cold))
 
     async def _start(self, state: SinkState, deadline: float) -> bool:
+        budget = deadline - time.monotonic()
         try:
-            async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
+            async with asyncio.timeout(max(budget, 0.001)):
                 await state.sink.start()
-        except Exception as exc:
-            state.last_error = f"start failed: {type(exc).__name__}: {exc}"
+        except TimeoutError:
+            state.last_error = f"start() did not finish within {budget * 1000:.0f} ms"
+            if budget >= self.fair_budget_s:  # else the flush had too little time: not the sink's fault
+                state.ledger.faults += 1
             logger.error("sink %s: %s", state.name, state.last_error)
+            self._open_breaker(state)
+            return False
+        except BaseException as exc:
+            state.last_error = f"start failed: {self._fault(state, 'start', exc)}"
             self._open_breaker(state)
             return False
         state.started = True
@@ -292,12 +302,30 @@ class Dispatcher:
                 )
                 return None
             return WriteResult.retryable(f"write did not finish within {remaining * 1000:.0f} ms")
-        except Exception as exc:
-            logger.exception("sink %s raised from write_batch; treating as retryable", state.name)
-            return WriteResult.retryable(f"{type(exc).__name__}: {exc}")
+        except BaseException as exc:
+            return WriteResult.retryable(self._fault(state, "write_batch", exc))
         if not isinstance(result, WriteResult):
             return WriteResult.retryable(f"write_batch returned {type(result).__name__}, not WriteResult")
         return _well_formed(result, len(batch), state.name)
+
+    def _fault(self, state: SinkState, what: str, exc: BaseException) -> str:
+        """Count and name, in one line, a sink's own code raising; re-raise a real cancellation.
+
+        Anything a sink raises is its failure alone: ``SystemExit``, ``KeyboardInterrupt`` and a
+        ``CancelledError`` nobody asked for included. Only the cancellation of the flush itself
+        (the extension is being stopped) goes on up.
+        """
+        if isinstance(exc, asyncio.CancelledError):
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise exc
+        elif not isinstance(exc, Exception | KeyboardInterrupt | SystemExit | GeneratorExit):
+            raise exc
+        error = describe(exc)
+        state.ledger.faults += 1
+        logger.error("sink %s raised from %s(), counted as its failure: %s", state.name, what, error)
+        logger.debug("sink %s: %s() traceback", state.name, what, exc_info=exc)
+        return error
 
     def _backoff(self, attempt: int, hint: float | None) -> float:
         ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
@@ -325,10 +353,14 @@ class Dispatcher:
             try:
                 async with asyncio.timeout(max(timeout_s, 0.001)):
                     await state.sink.close(timeout_s)
-            except Exception as exc:
-                logger.warning("sink %s: close failed: %s", state.name, exc)
+            except TimeoutError:
+                state.ledger.faults += 1
+                logger.error("sink %s: close() did not finish within %.0f ms; abandoned", state.name, timeout_s * 1000)
+            except BaseException as exc:
+                self._fault(state, "close", exc)
 
-        await asyncio.gather(*(close_one(s) for s in self.states.values()))
+        async with self.watchdog.armed():
+            await asyncio.gather(*(close_one(s) for s in self.states.values()))
 
 
 def _well_formed(result: WriteResult, size: int, sink: str) -> WriteResult:

@@ -23,6 +23,8 @@ class SinkLedger:
     #: Records adopted from an earlier process's spool that this sink still needed.
     adopted: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
+    #: Calls into the sink's own code that raised, hung past their deadline or blocked.
+    faults: int = 0
 
 
 @dataclass(slots=True)
@@ -69,6 +71,7 @@ class Ledger:
                 "spooled": on_disk,
                 "dropped": dict(dropped),
                 "retried": ledger.retried,
+                "faults": ledger.faults,
                 "reconciled": total == received,
             }
         return {

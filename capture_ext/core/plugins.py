@@ -151,7 +151,7 @@ class Plugins:
                 continue
             try:
                 plugin = ep.load()
-            except (Exception, SystemExit) as exc:  # a plugin's sys.exit() must not end the extension
+            except BaseException as exc:  # a plugin's sys.exit() or Ctrl-C-alike must not end the extension
                 self._fail(info, exc, "failed to import")
                 continue
             self.register(plugin, ep.name, info)
@@ -236,7 +236,7 @@ class Plugins:
             kwargs: dict[str, Any] = {"register": register}
             try:
                 impl.function(*(kwargs[arg] for arg in impl.argnames))
-            except (Exception, SystemExit) as exc:
+            except BaseException as exc:  # SystemExit, KeyboardInterrupt, CancelledError: the plugin's alone
                 self._fail(info, exc, "raised in capture_register_sinks")
         return dict(self._factories)
 
@@ -274,14 +274,28 @@ class Plugins:
             return plugin_name
         return info.module + (f" from {info.distribution} {info.version}" if info.distribution else "")
 
+    def is_builtin_sink(self, name: str) -> bool:
+        """Whether sink ``name`` ships with capture-ext (contract-tested, trusted to run inline)."""
+        return self.sink_owner(name).startswith(BUILTIN_PREFIX)
+
     def sink_owner(self, name: str) -> str:
         """The plugin that registered sink ``name`` ("" when none did)."""
         self.sink_factories()
         return self._owners.get(name, "")
 
     def prepare_record(self, record: dict[str, Any]) -> None:
-        """Run every ``capture_prepare_record`` implementation on ``record`` (in place)."""
-        self.pm.hook.capture_prepare_record(record=record)
+        """Run every ``capture_prepare_record`` implementation on ``record`` (in place).
+
+        A hook's ``SystemExit``, ``KeyboardInterrupt`` or ``CancelledError`` (it is a plain
+        function: no cancellation can reach it from outside) becomes a :class:`PluginError`, so it
+        costs that record only, as any other exception of a hook does.
+        """
+        try:
+            self.pm.hook.capture_prepare_record(record=record)
+        except Exception:
+            raise
+        except BaseException as exc:
+            raise PluginError(f"capture_prepare_record raised {type(exc).__name__}: {exc}") from exc
 
     @property
     def has_prepare_hooks(self) -> bool:

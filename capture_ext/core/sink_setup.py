@@ -1,8 +1,11 @@
 """Building the configured sinks from the plugins, with one loud line per problem.
 
-An unknown sink name, a sink whose Python package is missing or a factory that fails (for example
-a missing required setting) disables that sink only; the others run. With ``CAPTURE_STRICT=1`` the
-lifecycle turns the returned problems into an init error instead.
+An unknown sink name, a sink whose Python package is missing, or a factory that fails (for
+example a missing required setting), raises anything at all (``SystemExit`` included) or hangs
+disables that sink only; the others run. A
+plugin's sink is built in its own thread under a time limit and runs there
+(:mod:`capture_ext.core.isolation`); built-in sinks are built and run inline. With
+``CAPTURE_STRICT=1`` the lifecycle turns the returned problems into an init error instead.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from capture_ext.core.config import Settings
+from capture_ext.core.isolation import IsolatedSink, SinkFault, describe
 from capture_ext.models import Sink, SinkContext
 
 logger = logging.getLogger(__name__)
@@ -76,9 +80,14 @@ def build_sinks(
             logger=logging.getLogger(f"capture_ext.sinks.{name}"),
         )
         try:
-            sinks[name] = factory(context)
-        except Exception as exc:
-            problems.append(f"sink {name!r} is disabled: {exc}")
+            if plugins.is_builtin_sink(name):
+                sinks[name] = factory(context)
+            else:
+                sinks[name] = IsolatedSink.build(name, factory, context)
+        except BaseException as exc:  # a factory's SystemExit or KeyboardInterrupt is its failure alone
+            plain = isinstance(exc, Exception) and not isinstance(exc, SinkFault)
+            owner = "" if plugins.is_builtin_sink(name) else f" (plugin {plugins.describe(plugins.sink_owner(name))})"
+            problems.append(f"sink {name!r} is disabled: {exc if plain else describe(exc)}{owner}")
             logger.error("%s", problems[-1])
     if not sinks:
         logger.error("no usable sink: records are accepted and counted, but not delivered anywhere")

@@ -66,6 +66,8 @@ class ApiCalls:
             events = body.get("events", [])
             if not isinstance(events, list) or "configurationKeys" in body:
                 raise ValueError("events must be a list")
+            if not all(isinstance(e, str) for e in events):
+                raise ValueError(f"events must be a list of strings, got {events!r:.200}")
         except (ValueError, AttributeError) as exc:
             raise ApiError(403, "InvalidRequestFormat", f"cannot parse the registration body: {exc}") from None
         bad = [e for e in events if e not in EVENTS]

@@ -12,12 +12,14 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
+from capture_ext.emulator import scope
 from capture_ext.emulator.apigw import HEALTH_PATH, INVOKE_PATH, ApiGatewayFront
 from capture_ext.emulator.model import Faults, SandboxFailure
 from capture_ext.emulator.pool import EnvironmentPool
@@ -191,8 +193,26 @@ async def serve(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def exit_now() -> None:
+        print("second interrupt: killing every process of the emulator and exiting now", file=sys.stderr, flush=True)
+        scope.kill_scope(scope.EMULATOR_SCOPE)
+        os._exit(130)
+
+    def first_signal(sig: signal.Signals) -> None:
+        print(
+            f"{sig.name}: shutting down (invokes in flight are answered with an error); "
+            "press Ctrl-C again to exit at once",
+            file=sys.stderr,
+            flush=True,
+        )
+        for again in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(again, exit_now)
+        pool.interrupt(f"the emulator received {sig.name}")
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, first_signal, sig)
     front = ApiGatewayFront(pool, routes)
     try:
         try:
@@ -231,7 +251,9 @@ async def serve(args: argparse.Namespace) -> int:
         await pool.shutdown()
         await pool.close()
     for slot in pool.environments:
-        report = slot.shutdown_report
+        # An environment ended by the interrupt itself is already retired: its report is its last.
+        boxes = slot.emulator.environments
+        report = slot.shutdown_report or (boxes[-1].report if boxes else None)
         if report is not None:
             killed = ", ".join(report.killed) or "none"
             print(f"\nSHUTDOWN ({report.reason}) of environment {slot.index} took {report.duration_ms:.0f} ms; "

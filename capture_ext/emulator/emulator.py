@@ -271,6 +271,11 @@ class LambdaEmulator:
             await self._retire(box, reason)
             return box.report
 
+    def interrupt(self, message: str = "the emulator was interrupted") -> None:
+        """End the current environment without waiting for an invoke in flight (answered with an error)."""
+        if self.sandbox is not None:
+            self.sandbox.interrupt(message)
+
     def kill_extension(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Signal an extension of the current environment (a SIGKILL makes Lambda reset it)."""
         if self.sandbox is None:

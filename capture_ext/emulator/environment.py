@@ -179,7 +179,7 @@ class Sandbox(ApiCalls):
                 lambda: self.runtime_ready and self.runtime_idle and all(a.idle for a in self.agents.values()), deadline
             )
         except TimeoutError:
-            message = f"init did not finish within {limit_s:g} s"
+            message = f"init did not finish within {limit_s:g} s: {self._init_waiting_for()}"
             failure = SandboxFailure("Sandbox.Timedout", message, "timeout")
             self.failure = self.failure or failure
             await self.reset(failure.reason)
@@ -196,6 +196,29 @@ class Sandbox(ApiCalls):
         )  # fmt: skip
         self.state = "ready"
         await self._freeze()
+
+    def _init_waiting_for(self) -> str:
+        """What init was still waiting for, by name: the first question after an init timeout."""
+        registered = {a.name for a in self.agents.values()}
+        missing = sorted(set(self.launched) - registered)
+        if missing:
+            return f"extension {', '.join(missing)} never registered"
+        if self.runtime is None or not self.runtime_ready:
+            return "the runtime never asked for its first invoke"
+        busy = sorted(a.name for a in self.agents.values() if not a.idle)
+        if busy:
+            return f"extension {', '.join(busy)} never asked for its first event (/next)"
+        return "the runtime never finished its init"
+
+    def interrupt(self, message: str) -> None:
+        """Stop waiting (Ctrl-C): an init, or an invoke the runtime has not answered, ends at once.
+
+        An idle environment, or one whose runtime has answered and whose extensions are finishing
+        the invoke phase (a flush), is left alone: the SHUTDOWN that follows ends it as usual.
+        """
+        unanswered = self.current is not None and not self.current.reply.done()
+        if self.state == "init" or (self.state == "invoking" and unanswered):
+            self._fail(SandboxFailure("Sandbox.Interrupted", message, "spindown"))
 
     async def invoke(self, inv: Invocation) -> InvokeResult:
         """Run one invoke to the end of its phase; the caller may read ``inv.reply`` earlier."""

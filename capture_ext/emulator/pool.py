@@ -223,6 +223,11 @@ class EnvironmentPool:
         return answers
 
     # -- shutdown -----------------------------------------------------------------------------
+    def interrupt(self, message: str = "the emulator was interrupted") -> None:
+        """Ctrl-C: end every environment now; invokes in flight are answered with an error at once."""
+        for slot in self.environments:
+            slot.emulator.interrupt(message)
+
     async def shutdown(self, reason: str = "spindown") -> list[ShutdownReport]:
         """SHUTDOWN every environment at once, as a scale-in of all of them would."""
         reports = await asyncio.gather(*(slot.emulator.shutdown(reason) for slot in self.environments))

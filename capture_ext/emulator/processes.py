@@ -2,24 +2,40 @@
 
 Each child gets its own session so that signals reach whatever it spawns (a bash launcher that
 does not ``exec``, a Python child): freezing sends SIGSTOP to the whole group, as Lambda freezes
-the whole sandbox, and killing never leaves an orphan behind. Output is read line by line and
-kept per process, so tests can read what an extension printed, and forwarded to a callback that
-turns it into ``function``/``extension`` telemetry records.
+the whole sandbox. Every process of an environment, also one that left its group with ``setsid``,
+is in the environment's scope (:mod:`capture_ext.emulator.scope`): killing resumes and kills the
+whole scope, and the scope dies with the emulator even when the emulator is SIGKILLed. Output is
+read line by line (a line longer than :data:`MAX_LINE_BYTES` is split into several, none is cut)
+and the last :data:`KEPT_LINES` are kept per process, so tests can read what an extension
+printed; each line is forwarded to a callback that turns it into ``function``/``extension``
+telemetry records.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import signal
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from capture_ext.emulator import scope
+
 log = logging.getLogger(__name__)
+
+#: A longer line is passed on in pieces of this many bytes (the reader's limit), never cut.
+MAX_LINE_BYTES = 64 * 1024
+#: Lines of output kept per process for :meth:`LambdaEmulator.lines`; older ones are dropped.
+KEPT_LINES = 10_000
+#: How long output is still read after a process exited (a descendant may hold its pipe).
+DRAIN_AFTER_EXIT_S = 0.5
+_environments = itertools.count(1)
 
 LineSink = Callable[["SandboxProcess", str, str], None]
 ExitSink = Callable[["SandboxProcess"], None]
@@ -69,7 +85,7 @@ class SandboxProcess:
     kind: str  # "extension" | "runtime"
     proc: asyncio.subprocess.Process
     started_at: float = field(default_factory=time.monotonic)
-    lines: list[str] = field(default_factory=list)
+    lines: deque[str] = field(default_factory=lambda: deque(maxlen=KEPT_LINES))
     expected_exit: bool = False
     killed: bool = False
     _readers: list[asyncio.Task[None]] = field(default_factory=list)
@@ -95,7 +111,9 @@ class SandboxProcess:
             os.killpg(self.proc.pid, sig)
 
     def kill(self) -> None:
+        """SIGKILL the group, resumed first: a frozen group must not stay stopped if the kill is missed."""
         self.killed = True
+        self.signal_group(signal.SIGCONT)
         self.signal_group(signal.SIGKILL)
 
     async def wait(self, timeout_s: float | None = None) -> bool:
@@ -119,18 +137,23 @@ class ProcessSet:
         self._on_exit = on_exit
         self.processes: list[SandboxProcess] = []
         self.frozen = False
+        #: Every process started here, and their descendants, carry this scope.
+        self.scope = f"{scope.EMULATOR_SCOPE}/{next(_environments)}"
 
     async def start(
         self, name: str, kind: str, argv: Sequence[str], env: Mapping[str, str], cwd: Path | None = None
     ) -> SandboxProcess:
+        scope.ensure_guard()
         proc = await asyncio.create_subprocess_exec(
             *argv,
-            env=dict(env),
+            env={**env, scope.SCOPE_VAR: self.scope},
             cwd=str(cwd) if cwd else None,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
+            preexec_fn=scope.preexec(),
+            limit=MAX_LINE_BYTES,
         )
         child = SandboxProcess(name=name, kind=kind, proc=proc)
         assert proc.stdout is not None and proc.stderr is not None
@@ -144,19 +167,41 @@ class ProcessSet:
         return child
 
     async def _pump(self, child: SandboxProcess, stream: asyncio.StreamReader, label: str) -> None:
+        pending = b""
         while True:
             try:
-                raw = await stream.readline()
-            except ValueError:  # a line longer than the reader's limit: keep what we can
-                raw = await stream.read(65536)
-            if not raw:
+                raw = await stream.readuntil(b"\n")
+            except asyncio.IncompleteReadError as exc:  # end of output without a final newline
+                raw = exc.partial
+            except asyncio.LimitOverrunError as exc:  # no newline within the limit: pass a piece on
+                raw = await stream.readexactly(min(exc.consumed, MAX_LINE_BYTES) or MAX_LINE_BYTES)
+                pending += raw
+                raw = b""
+                while len(pending) >= MAX_LINE_BYTES:
+                    piece, pending = _split_utf8(pending, MAX_LINE_BYTES)
+                    self._line(child, label, piece)
+                continue
+            if not raw and not pending:
                 return
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            child.lines.append(line)
-            self._on_line(child, label, line)
+            data, pending = pending + raw, b""
+            while len(data) > MAX_LINE_BYTES + 1:  # + 1: the newline
+                piece, data = _split_utf8(data, MAX_LINE_BYTES)
+                self._line(child, label, piece)
+            self._line(child, label, data)
+            if not raw.endswith(b"\n"):
+                return  # that was the end of the stream
+
+    def _line(self, child: SandboxProcess, label: str, raw: bytes) -> None:
+        line = raw.decode("utf-8", "replace").rstrip("\n")
+        child.lines.append(line)
+        self._on_line(child, label, line)
 
     async def _watch(self, child: SandboxProcess) -> None:
         await child.proc.wait()
+        # A descendant (a daemon, a `setsid` child) may hold the pipes open: stop reading soon.
+        _, late = await asyncio.wait(child._readers, timeout=DRAIN_AFTER_EXIT_S)
+        for reader in late:
+            reader.cancel()
         await asyncio.gather(*child._readers, return_exceptions=True)
         log.debug("%s %s exited with %s", child.kind, child.name, child.proc.returncode)
         self._on_exit(child)
@@ -176,7 +221,23 @@ class ProcessSet:
         self.frozen = False
 
     async def kill_all(self) -> None:
+        """Kill every process of the environment, descendants that left their group included."""
         for child in self.alive():
             child.expected_exit = True
             child.kill()
+        stray = scope.kill_scope(self.scope)
+        if stray:
+            log.info("killed %d processes left in the environment's scope: %s", len(stray), stray)
         await asyncio.gather(*(p.wait(5.0) for p in self.processes))
+
+
+def _split_utf8(data: bytes, size: int) -> tuple[bytes, bytes]:
+    """``data[:size]`` moved back to a UTF-8 character boundary, and the rest."""
+    if len(data) <= size:
+        return data, b""
+    cut = size
+    while cut > size - 4 and cut > 0 and (data[cut] & 0xC0) == 0x80:
+        cut -= 1
+    if cut <= size - 4 or cut == 0:
+        cut = size
+    return data[:cut], data[cut:]

@@ -297,10 +297,15 @@ class TelemetryHub:
             raise fail("body must be a JSON object")
         schemas = TELEMETRY_SCHEMAS if api == "telemetry" else LOGS_SCHEMAS
         body.setdefault("schemaVersion", "2020-08-15" if api == "logs" else None)
-        if body["schemaVersion"] not in schemas:
+        if not isinstance(body["schemaVersion"], str | None) or body["schemaVersion"] not in schemas:
             raise fail(f"schemaVersion must be one of {sorted(schemas)}, got {body['schemaVersion']!r}")
         types = body.get("types")
-        if not isinstance(types, list) or not types or not set(types) <= TYPES:
+        if (
+            not isinstance(types, list)
+            or not types
+            or not all(isinstance(t, str) for t in types)
+            or not set(types) <= TYPES
+        ):
             raise fail(f"types must be a non-empty subset of {sorted(TYPES)}, got {types!r}")
         dest = body.get("destination")
         if not isinstance(dest, dict) or dest.get("protocol") != "HTTP" or not isinstance(dest.get("URI"), str):

@@ -26,6 +26,13 @@ written twice, by the same or a new instance, is stored once when the sink is id
 dispatcher's deadline (``asyncio.timeout``) neither swallows the cancellation nor leaves the
 sink unusable; odd, empty and large batches are handled; records are never mutated (every sink
 sees the same dicts); and failures caused by ``break_sink()`` are classified, not raised.
+
+Negative tests prove isolation, not only good behaviour: the sink is flushed by the real
+dispatcher beside every sink of :mod:`capture_ext.testing.hostile` at once (sinks that raise
+``SystemExit``/``KeyboardInterrupt``/``CancelledError``, block the loop, swallow cancellation or
+mutate records), isolated as the extension isolates plugins, and must still store every record
+unchanged, twice in a row, while each hostile sink is counted as faulty; and a hostile factory
+(raising or hanging) must come back as an ordinary error, in time.
 """
 
 from __future__ import annotations
@@ -33,8 +40,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import inspect
 import json
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -44,6 +53,7 @@ from typing import Any, ClassVar
 import pytest
 
 from capture_ext.models import Batch, Outcome, Record, Sink, SinkContext, WriteResult
+from capture_ext.testing import hostile
 
 __all__ = ["SinkContract", "make_batch", "make_record", "odd_records"]
 
@@ -367,3 +377,70 @@ class SinkContract:
             f"entry point in group 'capture_ext'?); plugin errors: {plugins.errors}"
         )
         assert not owner_errors, owner_errors
+
+    # -- isolation: the negative tests ------------------------------------------------------------
+    #: How long the blocking and cancellation-swallowing hostile sinks hold on (seconds): longer
+    #: than the test, in threads it abandons, so they are still stuck at the second flush.
+    hostile_block_s: ClassVar[float] = 60.0
+    #: The deadline of the first flush, which the stuck hostile sinks overrun (seconds).
+    isolation_deadline_s: ClassVar[float] = 0.5
+    #: The deadline of the second flush: time enough for every sink that can finish (seconds).
+    second_flush_deadline_s: ClassVar[float] = 5.0
+
+    @pytest.mark.asyncio
+    async def test_keeps_working_beside_hostile_sinks(self) -> None:
+        import random
+
+        from capture_ext.core.buffer import MemoryBudget, RecordBuffer
+        from capture_ext.core.dispatcher import Dispatcher
+        from capture_ext.core.isolation import IsolatedSink
+        from capture_ext.core.ledger import Ledger
+        from capture_ext.core.store import Store
+
+        mine = await _maybe_await(self.make_sink())
+        # Warm it up first (clients opened, SDKs imported): the flushes below have short deadlines.
+        await mine.start()
+        await self.write_ok(mine, self.batch(self.records(1), sequence=99))
+        sinks: dict[str, Sink] = {"mine": mine}
+        for mode in hostile.SINK_MODES:
+            name = f"hostile_{mode}"
+            factory = functools.partial(hostile.hostile_factory, mode, self.hostile_block_s)
+            sinks[name] = IsolatedSink.build(name, factory, None)
+        ledger = Ledger()
+        budget = MemoryBudget(64 * 1024 * 1024)
+        buffer = RecordBuffer(self.environment_id, budget, 1000, 64 * 1024 * 1024)
+        store = Store(buffer, budget, sinks=list(sinks))
+        dispatcher = Dispatcher(sinks, ledger, store, 3, random.Random(0))
+        dispatcher.states["mine"].started = True
+        expected: list[Record] = []
+        try:
+            # The second flush meets sinks still stuck in the first one's calls; its longer deadline
+            # lets every other call run to its end however slow the machine, so the counts below
+            # do not depend on timing.
+            for deadline_s in (self.isolation_deadline_s, self.second_flush_deadline_s):
+                records = self.records(3)
+                expected += copy.deepcopy(records)
+                for record in records:
+                    ledger.received += 1
+                    buffer.add(record, len(json.dumps(record, default=str)))
+                store.seal()
+                await dispatcher.flush(time.monotonic() + deadline_s, ignore_breakers=True)
+        finally:
+            await dispatcher.close(self.isolation_deadline_s)
+        await self.assert_stored(expected, exactly_once=self.idempotent)
+        await self.assert_round_trip(expected)
+        assert ledger.sink("mine").delivered == len(expected), ledger.health(0, {})
+        assert ledger.sink("mine").faults == 0
+        hijacked = [r for r in await _maybe_await(self.read_back()) if r.get("inference_id") == hostile.HIJACKED]
+        assert not hijacked, "a hostile sink's mutation reached this sink's records"
+        faulty = {name for name, state in ledger.sinks.items() if state.faults}
+        expected_faulty = {f"hostile_{m}" for m in hostile.SINK_MODES if m != "write_mutate"}
+        assert faulty == expected_faulty, f"faults not counted for {sorted(expected_faulty - faulty)}"
+
+    def test_hostile_factories_are_ordinary_errors(self) -> None:
+        from capture_ext.core.isolation import IsolatedSink
+
+        for mode in hostile.FACTORY_MODES:
+            with pytest.raises(Exception) as caught:  # never SystemExit, KeyboardInterrupt or CancelledError
+                IsolatedSink.build(mode, functools.partial(hostile.hostile_factory, mode, 0.05), None, 0.2)
+            assert isinstance(caught.value, Exception), mode
