@@ -23,7 +23,17 @@ from typing import Any
 
 from bench._harness import PYTHON, ROOT, markdown_table, verdict
 
-BENCHMARKS = ("capture_call", "inference", "post_runtime", "ingest", "flush", "cold_start", "drain", "report")
+BENCHMARKS = (
+    "capture_call",
+    "inference",
+    "post_runtime",
+    "ingest",
+    "flush",
+    "cold_start",
+    "drain",
+    "report",
+    "extension_cpu",
+)
 DOC = ROOT / "docs" / "benchmarks.md"
 RAW = DOC.with_suffix(".json")
 PLOT = ROOT / "docs" / "benchmarks-scaling.png"
