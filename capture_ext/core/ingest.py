@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: Records are left in the kernel's socket buffer during the handler only while an invoke brings
+#: less than this (Linux gives a Unix stream socket about 208 KiB): a function that captures more
+#: would otherwise find the buffer full and its capture calls waiting.
+HOLD_MAX_BYTES = 64 * 1024
+
 
 def _json(status: int, payload: dict[str, Any]) -> Response:
     return Response(status, orjson.dumps(payload))
@@ -68,6 +73,35 @@ class Ingest:
         self.on_handler_started = on_handler_started
         self.health = health
         self._warnings = 0
+        #: Open socket connections, so that reading them can be held while the handler runs.
+        self.connections: set[_LineProtocol] = set()
+        self.held = False
+        #: Bytes read from the socket since reading was last released (about one invoke's worth).
+        self.bytes_since_release = 0
+
+    # -- holding the socket while the handler runs -----------------------------------------------
+    def hold(self) -> bool:
+        """Leave socket records in the kernel until :meth:`release` (the handler is running).
+
+        Nothing is lost or acknowledged early: a line is acknowledged when it is read, and it is
+        read (and spooled) right after the runtime is done. Not held when the last invoke brought
+        ``HOLD_MAX_BYTES`` or more, so a function that captures a lot never finds the socket full.
+        """
+        if self.held or self.bytes_since_release >= HOLD_MAX_BYTES:
+            return False
+        self.held = True
+        for connection in self.connections:
+            connection.pause()
+        return True
+
+    def release(self) -> None:
+        """Read the socket again (the runtime is done, or its end cannot be waited for)."""
+        self.bytes_since_release = 0
+        if not self.held:
+            return
+        self.held = False
+        for connection in self.connections:
+            connection.resume()
 
     # -- the shared path -----------------------------------------------------------------------
     def accept(self, records: list[dict[str, Any]], whole: bool = False, answered: bool = False) -> int:
@@ -241,8 +275,27 @@ class _LineProtocol(asyncio.Protocol):
         self.limit = limit
         self.pending = bytearray()
         self.discarding = False
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.ingest.connections.add(self)
+        if self.ingest.held:
+            self.pause()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ingest.connections.discard(self)
+
+    def pause(self) -> None:
+        if self.transport is not None and self.transport.is_reading():
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.transport is not None and not self.transport.is_closing() and not self.transport.is_reading():
+            self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        self.ingest.bytes_since_release += len(data)
         self.pending += data
         start = 0
         records: list[dict[str, Any]] = []

@@ -12,7 +12,10 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from capture_ext.core import http11
+from capture_ext.core.next_poll import NextPoller
 from capture_ext.core.registration import EXTENSION_API, LambdaAPIError, Registration, split_address
 
 __all__ = ["Event", "ExtensionsAPI", "LambdaAPIError", "Registration", "telemetry_bind_address"]
@@ -36,7 +39,7 @@ class Event:
 
     @classmethod
     def parse(cls, body: bytes) -> Event:
-        data: dict[str, Any] = json.loads(body)
+        data: dict[str, Any] = orjson.loads(body)
         return cls(
             event_type=str(data.get("eventType", "")),
             deadline_ms=int(data.get("deadlineMs") or 0),
@@ -56,6 +59,7 @@ class ExtensionsAPI:
     def __init__(self, runtime_api: str) -> None:
         self.host, self.port = split_address(runtime_api)
         self.extension_id = ""
+        self._poller: NextPoller | None = None
 
     async def _call(
         self, method: str, path: str, headers: dict[str, str], body: bytes = b"", timeout: float | None = 10.0
@@ -76,12 +80,18 @@ class ExtensionsAPI:
         return Registration.parse(self.extension_id, payload)
 
     async def next_event(self) -> Event:
-        status, _, payload = await self._call(
-            "GET", f"{EXTENSION_API}/event/next", {"Lambda-Extension-Identifier": self.extension_id}, timeout=None
-        )
+        """The next event, over a kept-alive connection (the cheapest wake-up there is)."""
+        if self._poller is None:
+            headers = {"Lambda-Extension-Identifier": self.extension_id}
+            self._poller = NextPoller(self.host, self.port, f"{EXTENSION_API}/event/next", headers)
+        status, payload = await self._poller.next()
         if status != 200:
             raise LambdaAPIError("event/next", status, payload)
         return Event.parse(payload)
+
+    def close(self) -> None:
+        if self._poller is not None:
+            self._poller.close()
 
     async def report_error(self, phase: str, error_type: str, message: str) -> None:
         """``phase`` is ``init`` or ``exit``; Lambda then fails the environment."""

@@ -138,6 +138,7 @@ class Extension:
         from capture_ext.core.sink_setup import build_sinks
         from capture_ext.core.store import Store
         from capture_ext.core.telemetry import RuntimeDoneTracker
+        from capture_ext.core.telemetry_listener import TelemetryListener
 
         settings = self.settings
         settings.log_problems()
@@ -160,6 +161,7 @@ class Extension:
             self.ledger.sink(name).adopted += count
         self.ledger.replayed = self.store.replayed
         self.tracker = RuntimeDoneTracker()
+        self.tracker.on_runtime_done = self._runtime_done
         enricher = Enricher(settings.function_name, settings.function_version, self.environment_id)
         self.ingest = Ingest(
             self.store,
@@ -178,7 +180,7 @@ class Extension:
         await self.http.start("127.0.0.1", settings.port)
         self._servers.append(self.http)
         self._servers.append(await start_socket_server(self.ingest, settings.socket_path))
-        telemetry_server = HTTPServer(self.tracker.handle_http, 4 * 1024 * 1024)
+        telemetry_server = TelemetryListener(self.tracker.deliver, 4 * 1024 * 1024)
         telemetry_port = await telemetry_server.start(telemetry_bind_address(), 0)
         self._servers.append(telemetry_server)
         assert self.api is not None
@@ -215,6 +217,8 @@ class Extension:
                 self.invokes += 1
                 logs.current_request_id = event.request_id  # JSON log lines carry it
                 self.ingest.enricher.invoke_trace = (event.request_id, event.trace_id)
+                if self.telemetry_enabled:
+                    self._hold_records(event.request_id)
                 await self.on_invoke(event)
             elif event.event_type == "SHUTDOWN":
                 await self.on_shutdown(event)
@@ -225,6 +229,18 @@ class Extension:
     def _refused(self, reason: str) -> None:
         """A request the HTTP server refused before ingest saw it: counted like any other refusal."""
         self.ledger.rejected[reason] += 1
+
+    def _hold_records(self, request_id: str) -> None:
+        """Leave the handler's records in the socket until ``platform.runtimeDone``: reading them
+        now would take CPU from the model. Only with telemetry (the runtimeDone that releases
+        them must come), and not when the last invoke's runtimeDone never came (then read now)."""
+        if self.ingest.held:
+            self.ingest.release()
+        elif not self.tracker.is_done(request_id):
+            self.ingest.hold()
+
+    def _runtime_done(self) -> None:
+        self.ingest.release()
 
     def _client_handler_done(self, request_id: str) -> None:
         """The client's handler-done line. With telemetry it is only a fallback (the handler
@@ -289,7 +305,18 @@ class Extension:
         """
         tracker = self.tracker
         grace = self.settings.runtime_done_timeout_ms / 1000
-        if self.telemetry_enabled:
+        if self.telemetry_enabled and self.ingest.held:
+            # The client's lines are still in the socket: the platform gets its grace period
+            # first, then they are read and the client's handler-done line counts at once.
+            done = await tracker.wait_platform(request_id, min(max(grace, 1.0), until - time.monotonic()))
+            self.ingest.release()
+            if not done:
+                done = await tracker.wait(request_id, until - time.monotonic())
+                if done and not tracker.is_done_by_platform(request_id):
+                    logger.warning(
+                        "telemetry: no runtimeDone for %s; going by the client's handler-done line", request_id
+                    )
+        elif self.telemetry_enabled:
             done = await tracker.wait(request_id, until - time.monotonic(), client_grace=max(grace, 1.0))
         elif tracker.is_done(request_id):
             done = True
@@ -330,6 +357,7 @@ class Extension:
         logger.info(
             "SHUTDOWN (%s): draining with %.0f ms left", event.shutdown_reason, (deadline - time.monotonic()) * 1000
         )
+        self.ingest.release()
         for _ in range(3):
             await asyncio.sleep(0)
         await self._stop_servers()
@@ -360,6 +388,8 @@ class Extension:
         return time.monotonic() + (deadline_ms / 1000 - time.time())
 
     async def _stop_servers(self) -> None:
+        if self.api is not None:
+            self.api.close()
         for server in self._servers:
             close = server.close()
             if asyncio.iscoroutine(close):

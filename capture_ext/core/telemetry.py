@@ -43,6 +43,8 @@ class RuntimeDoneTracker:
         self._waiters: dict[str, asyncio.Event] = {}
         #: Whether any handler signal was ever seen from the client (the RIE fallback).
         self.client_signals = False
+        #: Called on every ``platform.runtimeDone`` (the lifecycle reads the socket again).
+        self.on_runtime_done: Callable[[], None] | None = None
 
     def mark_done(self, request_id: str, status: str = "success", from_client: bool = False) -> None:
         if from_client:
@@ -56,6 +58,9 @@ class RuntimeDoneTracker:
         self.client_signals = True
         _remember(self._started, request_id)
         self._wake(request_id)
+
+    def is_done_by_platform(self, request_id: str) -> bool:
+        return request_id in self._done
 
     def is_done(self, request_id: str) -> bool:
         return request_id in self._done or request_id in self._client_done
@@ -104,6 +109,10 @@ class RuntimeDoneTracker:
         logger.warning("telemetry: no runtimeDone for %s; going by the client's handler-done line", request_id)
         return True
 
+    async def wait_platform(self, request_id: str, timeout: float) -> bool:
+        """Wait for the platform's ``runtimeDone`` of ``request_id`` alone."""
+        return await self._until(request_id, lambda: request_id in self._done, timeout)
+
     async def wait_started(self, request_id: str, timeout: float) -> bool:
         """Wait until the client said the handler of ``request_id`` started (or returned)."""
         return await self._until(
@@ -111,14 +120,21 @@ class RuntimeDoneTracker:
         )
 
     async def handle_http(self, request: Request) -> Response:
-        """Telemetry API delivery: a JSON array of ``{time, type, record}``."""
-        if request.method != "POST":
-            return Response(405, b'{"error":"POST only"}')
+        """The same as :meth:`deliver`, for the general HTTP server."""
+        status, body = self.deliver(request.method, request.body)
+        return Response(status, body)
+
+    def deliver(self, method: str, body: bytes) -> tuple[int, bytes]:
+        """Telemetry API delivery: a JSON array of ``{time, type, record}``; returns the answer."""
+        if method != "POST":
+            return 405, b'{"error":"POST only"}'
+        if body[:1] == b"[" and b"platform.runtimeDone" not in body and b"platform.logsDropped" not in body:
+            return 200, b""  # platform.start, platform.report...: nothing to act on, not parsed
         try:
-            events = orjson.loads(request.body)
+            events = orjson.loads(body)
         except orjson.JSONDecodeError:
             logger.warning("telemetry: a delivery that is not JSON was ignored")
-            return Response(400, b'{"error":"invalid JSON"}')
+            return 400, b'{"error":"invalid JSON"}'
         if not isinstance(events, list):
             events = [events]
         for event in events:
@@ -130,6 +146,8 @@ class RuntimeDoneTracker:
                 request_id = record.get("requestId")
                 if isinstance(request_id, str):
                     self.mark_done(request_id, str(record.get("status", "")))
+                if self.on_runtime_done is not None:
+                    self.on_runtime_done()
             elif kind == "platform.logsDropped" and isinstance(record, dict):
                 logger.warning("telemetry: Lambda dropped %s telemetry records", record.get("droppedRecords"))
-        return Response(200, b"")
+        return 200, b""

@@ -90,7 +90,9 @@ async def test_no_flush_due_goes_straight_back_to_next_and_shutdown_drains(tmp_p
         for i in range(3):
             request_id = await h.api.invoke()
             h.client.capture(input=i, request_id=request_id)
-            await h.api.wait_idle()  # without any runtimeDone: the extension did not wait
+            await h.api.wait_idle()  # before any runtimeDone: the extension did not wait
+            # The socket is read once the runtime is done (test_handler_window.py).
+            await h.api.runtime_done(request_id)
         await asyncio.sleep(0.05)
         assert read_file_sink(h.out) == []
         health = await h.health()
