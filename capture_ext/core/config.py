@@ -298,6 +298,16 @@ VARIABLES: tuple[Variable, ...] = (
         "warmup",
     ),
     Variable(
+        "CAPTURE_HOLD_SOCKET",
+        "0",
+        "`1`: leave the handler's socket lines in the kernel until `platform.runtimeDone` (telemetry only), so "
+        "the extension takes no CPU from the model while it runs; an invoke that captures more than the socket "
+        "buffer (~208 KiB) then waits in `capture()` and keeps lines in the function's outbox. See "
+        "docs/guarantees.md.",
+        _bool,
+        "hold_socket",
+    ),
+    Variable(
         "CAPTURE_STRICT",
         "0",
         "`1`: a configuration error fails Lambda init instead of disabling the sink loudly.",
@@ -409,6 +419,7 @@ class Settings:
     socket_path: str = wire.SOCKET_PATH
     client_timeout_ms: float = 5.0
     warmup: str = "init"
+    hold_socket: bool = False
     strict: bool = False
     log_level: str = "INFO"
     metrics: bool = True

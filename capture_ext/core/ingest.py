@@ -76,8 +76,10 @@ class Ingest:
         #: Open socket connections, so that reading them can be held while the handler runs.
         self.connections: set[_LineProtocol] = set()
         self.held = False
-        #: Bytes read from the socket since reading was last released (about one invoke's worth).
-        self.bytes_since_release = 0
+        #: Reading was released since the last hold(): what the kernel held may not be read yet.
+        self.unread = False
+        #: Bytes read from the socket since the last INVOKE's hold() (about one invoke's worth).
+        self.bytes_read = 0
 
     # -- holding the socket while the handler runs -----------------------------------------------
     def hold(self) -> bool:
@@ -87,19 +89,21 @@ class Ingest:
         read (and spooled) right after the runtime is done. Not held when the last invoke brought
         ``HOLD_MAX_BYTES`` or more, so a function that captures a lot never finds the socket full.
         """
-        if self.held or self.bytes_since_release >= HOLD_MAX_BYTES:
+        recent, self.bytes_read = self.bytes_read, 0
+        if self.held or recent >= HOLD_MAX_BYTES:
             return False
         self.held = True
+        self.unread = False
         for connection in self.connections:
             connection.pause()
         return True
 
     def release(self) -> None:
         """Read the socket again (the runtime is done, or its end cannot be waited for)."""
-        self.bytes_since_release = 0
         if not self.held:
             return
         self.held = False
+        self.unread = True
         for connection in self.connections:
             connection.resume()
 
@@ -168,6 +172,10 @@ class Ingest:
         if path == "/v1/health":
             if request.method not in {"GET", "HEAD"}:
                 return Response(405, orjson.dumps({"error": "use GET /v1/health"}), headers=[("allow", "GET")])
+            if self.held:  # count every line sent before this request: read the held ones first
+                self.release()
+                for _ in range(2):
+                    await asyncio.sleep(0)
             return _json(200, self.health() if self.health else {"status": "ok"})
         return _json(404, {"error": f"no route {path!r}: use POST /v1/records or GET /v1/health"})
 
@@ -295,7 +303,8 @@ class _LineProtocol(asyncio.Protocol):
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
-        self.ingest.bytes_since_release += len(data)
+        self.ingest.bytes_read += len(data)
+        self.ingest.unread = False
         self.pending += data
         start = 0
         records: list[dict[str, Any]] = []

@@ -67,6 +67,8 @@ class Extension:
         #: Set when a SHUTDOWN drain has finished: nothing is left that only memory holds.
         self.shut_down = False
         self._servers: list[Any] = []
+        #: The invoke whose handler's socket lines are held (see _hold_records).
+        self._held_for = ""
         # Built in _build(), after registration, so registration is not delayed by imports.
         self.ledger: Ledger
         self.buffer: RecordBuffer
@@ -217,8 +219,8 @@ class Extension:
                 self.invokes += 1
                 logs.current_request_id = event.request_id  # JSON log lines carry it
                 self.ingest.enricher.invoke_trace = (event.request_id, event.trace_id)
-                if self.telemetry_enabled:
-                    self._hold_records(event.request_id)
+                if self.telemetry_enabled and self.settings.hold_socket:
+                    await self._hold_records(event.request_id)
                 await self.on_invoke(event)
             elif event.event_type == "SHUTDOWN":
                 await self.on_shutdown(event)
@@ -230,17 +232,31 @@ class Extension:
         """A request the HTTP server refused before ingest saw it: counted like any other refusal."""
         self.ledger.rejected[reason] += 1
 
-    def _hold_records(self, request_id: str) -> None:
-        """Leave the handler's records in the socket until ``platform.runtimeDone``: reading them
-        now would take CPU from the model. Only with telemetry (the runtimeDone that releases
-        them must come), and not when the last invoke's runtimeDone never came (then read now)."""
-        if self.ingest.held:
-            self.ingest.release()
-        elif not self.tracker.is_done(request_id):
-            self.ingest.hold()
+    async def _hold_records(self, request_id: str) -> None:
+        """Leave this handler's lines in the socket until its ``platform.runtimeDone``: reading
+        them now would take CPU from the model. Only with telemetry (the runtimeDone that releases
+        them must come).
 
-    def _runtime_done(self) -> None:
-        self.ingest.release()
+        With no flush due the extension is back in ``/next`` before the runtime is done, so Lambda
+        freezes the environment at once and delivers that runtimeDone only after the next thaw:
+        the last invoke's lines are then still held here, and are read now, in the wake-up this
+        INVOKE costs anyway, before this invoke's lines are held.
+        """
+        ingest = self.ingest
+        if ingest.held:
+            ingest.release()
+        if ingest.unread:  # released (here, or by a runtimeDone just delivered) but not read yet
+            for _ in range(2):  # the released lines are read on the next turn of the loop
+                await asyncio.sleep(0)
+        self._held_for = ""
+        if not self.tracker.is_done(request_id) and ingest.hold():
+            self._held_for = request_id
+
+    def _runtime_done(self, request_id: str) -> None:
+        """Read the socket again once the invoke it is held for is done (a late runtimeDone of an
+        earlier invoke, delivered after a thaw, leaves this handler's lines where they are)."""
+        if request_id == self._held_for:
+            self.ingest.release()
 
     def _client_handler_done(self, request_id: str) -> None:
         """The client's handler-done line. With telemetry it is only a fallback (the handler
@@ -310,12 +326,8 @@ class Extension:
             # first, then they are read and the client's handler-done line counts at once.
             done = await tracker.wait_platform(request_id, min(max(grace, 1.0), until - time.monotonic()))
             self.ingest.release()
-            if not done:
-                done = await tracker.wait(request_id, until - time.monotonic())
-                if done and not tracker.is_done_by_platform(request_id):
-                    logger.warning(
-                        "telemetry: no runtimeDone for %s; going by the client's handler-done line", request_id
-                    )
+            if not done:  # a long handler, or a lost runtimeDone: the client's done line counts too
+                done = await tracker.wait(request_id, until - time.monotonic(), client_grace=max(grace, 1.0))
         elif self.telemetry_enabled:
             done = await tracker.wait(request_id, until - time.monotonic(), client_grace=max(grace, 1.0))
         elif tracker.is_done(request_id):

@@ -43,8 +43,8 @@ class RuntimeDoneTracker:
         self._waiters: dict[str, asyncio.Event] = {}
         #: Whether any handler signal was ever seen from the client (the RIE fallback).
         self.client_signals = False
-        #: Called on every ``platform.runtimeDone`` (the lifecycle reads the socket again).
-        self.on_runtime_done: Callable[[], None] | None = None
+        #: Called with the request id of every ``platform.runtimeDone`` (the lifecycle reads the socket again).
+        self.on_runtime_done: Callable[[str], None] | None = None
 
     def mark_done(self, request_id: str, status: str = "success", from_client: bool = False) -> None:
         if from_client:
@@ -146,8 +146,8 @@ class RuntimeDoneTracker:
                 request_id = record.get("requestId")
                 if isinstance(request_id, str):
                     self.mark_done(request_id, str(record.get("status", "")))
-                if self.on_runtime_done is not None:
-                    self.on_runtime_done()
+                    if self.on_runtime_done is not None:
+                        self.on_runtime_done(request_id)
             elif kind == "platform.logsDropped" and isinstance(record, dict):
                 logger.warning("telemetry: Lambda dropped %s telemetry records", record.get("droppedRecords"))
         return 200, b""

@@ -17,23 +17,33 @@ async def _until_received(h: Harness, count: int, timeout: float = 5.0) -> dict:
             await asyncio.sleep(0.02)
 
 
+async def _until_ledger(h: Harness, count: int, timeout: float = 5.0) -> None:
+    """Wait for the ledger itself (a health request would read the held lines)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            if h.extension.ledger.received >= count:
+                return
+            await asyncio.sleep(0.02)
+
+
 async def test_records_sent_while_the_handler_runs_are_read_after_runtime_done(tmp_path):
-    async with Harness(tmp_path, CAPTURE_FLUSH_INTERVAL_S="60") as h:
+    async with Harness(tmp_path, CAPTURE_FLUSH_INTERVAL_S="60", CAPTURE_HOLD_SOCKET="1") as h:
         request_id = await h.api.invoke()
         await h.api.wait_idle()  # no flush due: back in /next at once, the socket held
         h.client.handler_started(request_id)
         h.client.capture(input="during", request_id=request_id)
         h.client.handler_done(request_id)
         await asyncio.sleep(0.2)
-        assert (await h.health())["received"] == 0  # still in the kernel's buffer, not yet acknowledged
+        assert h.extension.ingest.held and h.extension.ledger.received == 0  # still in the kernel's buffer
         await h.api.runtime_done(request_id)
-        assert (await _until_received(h, 1))["buffered"] == 1
+        await _until_ledger(h, 1)
+        assert not h.extension.ingest.held
         assert await h.shutdown() == 0
         assert [r["input"] for r in read_file_sink(h.out)] == ["during"]
 
 
 async def test_a_flush_due_invoke_reads_the_held_records_before_flushing(tmp_path):
-    async with Harness(tmp_path, CAPTURE_FLUSH_INTERVAL_S="0") as h:
+    async with Harness(tmp_path, CAPTURE_FLUSH_INTERVAL_S="0", CAPTURE_HOLD_SOCKET="1") as h:
         for i in range(3):
             request_id = await h.api.invoke()
             h.client.handler_started(request_id)
@@ -45,7 +55,7 @@ async def test_a_flush_due_invoke_reads_the_held_records_before_flushing(tmp_pat
 
 
 async def test_a_function_that_captures_a_lot_is_not_held_on_its_next_invoke(tmp_path):
-    async with Harness(tmp_path, CAPTURE_FLUSH_INTERVAL_S="60") as h:
+    async with Harness(tmp_path, CAPTURE_FLUSH_INTERVAL_S="60", CAPTURE_HOLD_SOCKET="1") as h:
         request_id = await h.api.invoke()
         big = HOLD_MAX_BYTES // 1000 + 10
         for i in range(big):  # about 1 KB each: over the hold limit in one invoke
@@ -62,13 +72,13 @@ async def test_a_function_that_captures_a_lot_is_not_held_on_its_next_invoke(tmp
         await h.api.wait_idle()
         h.client.capture(input="held", request_id=request_id)
         await asyncio.sleep(0.2)
-        assert (await h.health())["received"] == big + 1
+        assert h.extension.ledger.received == big + 1
         await h.api.runtime_done(request_id)
-        await _until_received(h, big + 2)
+        await _until_ledger(h, big + 2)
 
 
 async def test_a_lost_runtime_done_leaves_nothing_held_past_the_next_invoke(tmp_path):
-    async with Harness(tmp_path, CAPTURE_FLUSH_INTERVAL_S="60") as h:
+    async with Harness(tmp_path, CAPTURE_FLUSH_INTERVAL_S="60", CAPTURE_HOLD_SOCKET="1") as h:
         request_id = await h.api.invoke()  # its runtimeDone never comes
         await h.api.wait_idle()
         h.client.capture(input="a", request_id=request_id)
@@ -103,6 +113,15 @@ async def _serve_next(framing: str, served: list[int]) -> tuple[asyncio.Server, 
     return server, server.sockets[0].getsockname()[1]
 
 
+async def test_by_default_nothing_is_held(tmp_path):
+    async with Harness(tmp_path, CAPTURE_FLUSH_INTERVAL_S="60") as h:
+        request_id = await h.api.invoke()
+        await h.api.wait_idle()
+        h.client.capture(input="read at once", request_id=request_id)
+        await _until_ledger(h, 1)
+        assert not h.extension.ingest.held
+
+
 async def test_the_next_connection_is_kept_alive_and_reopened_when_the_server_drops_it():
     for framing in ("length", "chunked"):
         served: list[int] = []
@@ -120,3 +139,31 @@ async def test_the_next_connection_is_kept_alive_and_reopened_when_the_server_dr
             b'{"eventType":"INVOKE","deadlineMs":1,"requestId":"r%d"}' % i for i in range(1, 6)
         ]
         assert {s for s, _ in bodies} == {200} and len(served) == 5
+
+
+async def test_after_a_freeze_the_last_invokes_lines_are_read_at_the_next_invoke_and_its_own_stay_held(tmp_path):
+    """Lambda delivers the runtimeDone of an invoke with no flush due only after the next thaw."""
+    async with Harness(tmp_path, CAPTURE_FLUSH_INTERVAL_S="60", CAPTURE_HOLD_SOCKET="1") as h:
+        first = await h.api.invoke()
+        await h.api.wait_idle()
+        h.client.capture(input="first", request_id=first)
+        await asyncio.sleep(0.1)
+        second = await h.api.invoke()  # the thaw: the first invoke's lines are read in this wake-up
+        await h.api.wait_idle()
+        await _until_ledger(h, 1)
+        h.client.capture(input="second", request_id=second)
+        await h.api.runtime_done(first)  # late, during the second handler: not the one held for
+        await asyncio.sleep(0.2)
+        assert h.extension.ledger.received == 1
+        await h.api.runtime_done(second)
+        await _until_ledger(h, 2)
+
+
+async def test_a_health_request_reads_the_held_lines_before_it_counts(tmp_path):
+    async with Harness(tmp_path, CAPTURE_FLUSH_INTERVAL_S="60", CAPTURE_HOLD_SOCKET="1") as h:
+        request_id = await h.api.invoke()
+        await h.api.wait_idle()
+        h.client.capture(input="held", request_id=request_id)
+        await asyncio.sleep(0.1)
+        assert h.extension.ingest.held and h.extension.ledger.received == 0
+        assert (await h.health())["received"] == 1
