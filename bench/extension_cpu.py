@@ -228,7 +228,7 @@ def _us(value: float) -> str:
 
 
 def run(quick: bool) -> Result:
-    result = Result(NAME, "9. The extension's CPU per invoke (handler window, after runtimeDone)")
+    result = Result(NAME, "10. The extension's CPU per invoke (handler window, after runtimeDone)")
     rounds, per_round = (2, 5) if quick else (6, 40)
     loop = LoopThread()
     configs = [  # (telemetry, runtimeDone after the next INVOKE, records, CAPTURE_HOLD_SOCKET=1)
