@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
+
+#: What coverage.py needs in a child's environment to measure it (see [tool.coverage.run]).
+COVERAGE_VARIABLES = ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")
+
+
+def coverage_env() -> dict[str, str]:
+    """The coverage variables of this process, for a child started with an environment built from scratch."""
+    return {name: os.environ[name] for name in COVERAGE_VARIABLES if name in os.environ}
 
 
 def read_file_sink(directory: Path) -> list[dict[str, Any]]:

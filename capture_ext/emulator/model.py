@@ -57,7 +57,17 @@ class EmulatorConfig:
     shutdown_budget_ms: int = 2000
     runtime_shutdown_ms: int = 300
     python: str = sys.executable
-    inherit_env: tuple[str, ...] = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONDONTWRITEBYTECODE")
+    # The coverage variables let a measured test run measure the function and extensions too.
+    inherit_env: tuple[str, ...] = (
+        "PATH",
+        "HOME",
+        "LANG",
+        "LC_ALL",
+        "TMPDIR",
+        "PYTHONDONTWRITEBYTECODE",
+        "COVERAGE_PROCESS_CONFIG",
+        "COVERAGE_PROCESS_START",
+    )
     faults: Faults = field(default_factory=Faults)
     # Behave as AWS's Runtime Interface Emulator does, observable difference by difference
     # (docs/emulator.md, "RIE mode"): implies telemetry="stub" and freeze=False.

@@ -15,6 +15,7 @@ import aiohttp
 
 from capture_ext.testing.net import free_port
 from tests.fakes.lambda_api import FakeLambdaAPI
+from tests.helpers import coverage_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,6 +34,7 @@ class ExtensionProcess:
             "CAPTURE_SPOOL_DIR": str(workdir / "spool"),
             "CAPTURE_METRICS": "0",
             "AWS_LAMBDA_FUNCTION_NAME": "faults-fn",
+            **coverage_env(),
             **env,
         }
         self.api = FakeLambdaAPI(function_name="faults-fn")
