@@ -39,3 +39,63 @@ def test_size_and_age_triggers():
     assert buffer.age_s(now=buffer._oldest + 5) == 5
     buffer.add({"inference_id": "b"}, 1)
     assert buffer.size_due()
+
+
+def test_the_bounds_are_inclusive_to_the_byte():
+    budget = MemoryBudget(20)
+    assert budget.reserve(20) and not budget.reserve(1)  # an exact fit is kept, one byte more is not
+    budget.release(50)
+    assert budget.used == 0  # never below zero
+    buffer = make(max_records=10, max_bytes=20)
+    buffer.add({"inference_id": "a"}, 10)
+    buffer.add({"inference_id": "b"}, 9)
+    assert buffer.bytes == 19 and not buffer.size_due()
+    buffer.add({"inference_id": "c"}, 1)
+    assert buffer.bytes == 20 and buffer.size_due()  # exactly max_bytes is due
+
+
+def test_batches_are_cut_at_exactly_max_records_and_at_exactly_max_bytes():
+    by_count = make(max_records=2, max_bytes=1000)
+    for i in range(5):
+        by_count.add({"inference_id": str(i)}, 10)
+    assert [len(s.batch) for s in by_count.seal()] == [2, 2, 1]
+    by_bytes = make(max_records=10, max_bytes=30)
+    for i in range(7):
+        by_bytes.add({"inference_id": str(i)}, 10)
+    sealed = by_bytes.seal()
+    assert [len(s.batch) for s in sealed] == [3, 3, 1]  # 30 bytes fill a batch exactly
+    assert [s.size for s in sealed] == [30, 30, 10]
+
+
+def test_a_sealed_batch_carries_its_identity_and_its_byte_range():
+    buffer = make(max_records=10, max_bytes=1000)
+    buffer.add_spooled({"inference_id": "a"}, 10, 20)  # after a 9-byte header: bytes 9..19, newline at 19
+    buffer.add_spooled({"inference_id": "b"}, 10, 31)
+    (sealed,) = buffer.seal()
+    assert (sealed.start, sealed.end) == (9, 31)
+    assert (sealed.batch_id, sealed.environment_id, sealed.sequence, sealed.count) == ("env-00000001", "env", 1, 2)
+    assert sealed.batch.environment_id == "env"
+    buffer.add({"inference_id": "c"}, 10)  # memory only: not in the spool
+    (memory_only,) = buffer.seal()
+    assert (memory_only.start, memory_only.end) == (-1, -1)
+
+
+def test_a_sealed_batch_keeps_an_identity_it_was_given():
+    from capture_ext.core.buffer import SealedBatch
+
+    cold = SealedBatch(batch=None, size=0)  # read back later: no records in memory yet
+    assert cold.batch_id == "" and cold.count == 0
+    buffer = make()
+    buffer.add({"inference_id": "a"}, 1)
+    (sealed,) = buffer.seal()
+    renamed = SealedBatch(batch=sealed.batch, size=1, batch_id="given", sequence=7)
+    assert (renamed.batch_id, renamed.sequence, renamed.count) == ("given", 7, 0)
+
+
+def test_age_counts_from_the_oldest_record_on_the_monotonic_clock():
+    buffer = make()
+    buffer.add({"inference_id": "a"}, 1)
+    assert 0 <= buffer.age_s() < 60
+    first = buffer._oldest
+    buffer.add({"inference_id": "b"}, 1)
+    assert buffer._oldest == first  # the second record does not reset the age

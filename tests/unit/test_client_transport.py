@@ -1,0 +1,243 @@
+"""The client's transport under pressure, against real local sockets: a peer that stops reading,
+a peer that goes away mid-stream, every answer the HTTP fallback can get, and fail-open edges."""
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+
+import pytest
+
+from capture_ext import client as client_module
+from capture_ext.client import CaptureClient, capture_handler
+from capture_ext.testing.net import free_port
+
+
+@pytest.fixture
+def sock_path(tmp_path):
+    return str(tmp_path / "capture.sock")
+
+
+def read_lines(conn, count, timeout=10.0):
+    conn.settimeout(timeout)
+    data = b""
+    while data.count(b"\n") < count:
+        chunk = conn.recv(1 << 20)
+        if not chunk:
+            break
+        data += chunk
+    return [json.loads(line) for line in data.splitlines()]
+
+
+def test_bytes_the_kernel_cannot_take_wait_in_the_outbox_and_arrive_whole_and_in_order(sock_path):
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(sock_path)
+    listener.listen(1)
+    client = CaptureClient(socket_path=sock_path, port=free_port(), timeout_ms=1)
+    try:
+        client.capture(input="first")
+        conn, _ = listener.accept()  # accepted, but nothing is read: the socket buffer fills up
+        payload = "x" * 100_000
+        for n in range(40):
+            client.capture(input=payload, inference_id=f"r{n}")
+        assert client._outbox and client.stats["dropped"] == 0  # waiting, not lost
+        assert client.stats["errors"] == 0
+        reader = threading.Thread(target=lambda: received.extend(read_lines(conn, 41)))
+        received: list[dict] = []
+        reader.start()
+        deadline = time.monotonic() + 10
+        while client._outbox and time.monotonic() < deadline:
+            client.flush(timeout_ms=200)
+        reader.join(10)
+        assert not client._outbox
+        assert [r["input"] for r in received[:1]] == ["first"]
+        assert [r["inference_id"] for r in received[1:]] == [f"r{n}" for n in range(40)]
+        assert all(r["input"] == payload for r in received[1:])
+        assert client.stats["sent"] == 41
+        conn.close()
+    finally:
+        client.close()
+        listener.close()
+
+
+def test_a_peer_that_goes_away_mid_stream_gets_the_unfinished_line_again_whole(sock_path):
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(sock_path)
+    listener.listen(1)
+    client = CaptureClient(socket_path=sock_path, port=free_port(), timeout_ms=1)
+    try:
+        client.capture(input="hello")
+        conn, _ = listener.accept()
+        conn.close()  # the extension died
+        client.capture(input="lost?", inference_id="again")
+        assert client._sock is None and client._outbox  # kept for the next connection
+        client._retry_at = 0.0
+        client.flush(timeout_ms=1)  # connects and resends the whole line
+        conn, _ = listener.accept()
+        assert [r["inference_id"] for r in read_lines(conn, 1)] == ["again"]
+        conn.close()
+    finally:
+        client.close()
+        listener.close()
+
+
+def test_reconnection_backs_off_and_odd_connect_errors_never_raise(tmp_path):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    client = CaptureClient(socket_path=str(not_a_dir / "capture.sock"), port=free_port(), timeout_ms=0)
+    backoffs = []
+    for _ in range(8):
+        assert client._connected_socket() is None  # ENOTDIR: logged at debug, never raised
+        backoffs.append(client._backoff_s)
+        client._retry_at = 0.0
+    assert backoffs == [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0, 2.0]
+    client._retry_at = time.monotonic() + 60
+    assert client._connected_socket() is None  # not even tried while backing off
+
+
+class Answers(BaseHTTPRequestHandler):
+    """Answers each POST with the next (status, body) of ``script``; records what it got."""
+
+    script: list[tuple[int, bytes]] = []
+    received: list[bytes] = []
+    paths: list[str] = []
+
+    def do_POST(self):
+        Answers.received.append(self.rfile.read(int(self.headers["Content-Length"])))
+        Answers.paths.append(self.path)
+        status, body = Answers.script.pop(0) if Answers.script else (202, b"{}")
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answers)
+    Answers.script, Answers.received, Answers.paths = [], [], []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_full_store_keeps_the_lines_and_backs_off_before_the_next_post(sock_path, http_server):
+    Answers.script = [(503, b'{"accepted": 0}'), (202, b'{"accepted": 2, "rejected": 0, "dropped": 0}')]
+    client = CaptureClient(socket_path=sock_path, port=http_server.server_address[1], timeout_ms=2000)
+    client.capture(input="a")
+    assert client.stats["http"] == 0 and client._outbox.count(b"\n") == 1
+    client.capture(input="b")  # within the backoff: not posted, queued behind the first
+    assert len(Answers.received) == 1
+    client._http_retry_at = 0.0
+    assert client.flush(timeout_ms=2000)
+    assert client.stats["http"] == 2 and not client._outbox
+    assert Answers.received[1].count(b"\n") == 2
+    assert Answers.paths == ["/v1/records?partial=1"] * 2
+    client.close()
+    assert client._http is None
+
+
+def test_lines_refused_as_a_whole_are_counted_as_dropped(sock_path, http_server):
+    Answers.script = [(400, b'{"error": "bad"}')]
+    client = CaptureClient(socket_path=sock_path, port=http_server.server_address[1], timeout_ms=2000)
+    client.capture(input="a")
+    assert client.stats["dropped"] == 1 and client.stats["http"] == 0 and not client._outbox
+
+
+def test_an_answer_that_is_not_json_still_counts_the_lines(sock_path, http_server):
+    Answers.script = [(202, b"accepted"), (202, b"[1]")]
+    client = CaptureClient(socket_path=sock_path, port=http_server.server_address[1], timeout_ms=2000)
+    client.capture(input="a")
+    client.capture(input="b")  # the same connection, kept alive
+    assert client.stats["http"] == 2 and len(Answers.received) == 2
+
+
+def test_a_large_outbox_is_posted_in_bodies_cut_at_line_ends(sock_path, http_server, monkeypatch):
+    monkeypatch.setattr(client_module, "HTTP_BODY_BYTES", 1000)
+    client = CaptureClient(socket_path=sock_path, port=http_server.server_address[1], timeout_ms=0)
+    for n in range(12):
+        client.capture(input="y" * 200, inference_id=f"r{n}")  # no time budget: queued only
+    assert len(Answers.received) == 0
+    assert client.flush(timeout_ms=5000)
+    assert len(Answers.received) > 1 and all(len(body) <= 1000 for body in Answers.received)
+    ids = [json.loads(line)["inference_id"] for body in Answers.received for line in body.splitlines()]
+    assert ids == [f"r{n}" for n in range(12)] and client.stats["http"] == 12
+
+
+def test_an_unreachable_endpoint_keeps_the_lines(sock_path):
+    client = CaptureClient(socket_path=sock_path, port=free_port(), timeout_ms=200)
+    client.capture(input="a")
+    assert client.stats["http"] == 0 and client.stats["dropped"] == 0
+    assert client._outbox.count(b"\n") == 1 and client._http is None
+
+
+def test_objects_with_item_or_tolist_and_sets_serialise(sock_path):
+    class Scalar:
+        def item(self):
+            return 7
+
+    class Array:
+        def tolist(self):
+            return [1, 2]
+
+    assert client_module._default(Scalar()) == 7
+    assert client_module._default(Array()) == [1, 2]
+    assert client_module._default(frozenset({3})) == [3]
+    assert client_module._default(object()).startswith("<object object")
+    line = client_module._dumps({"s": Scalar(), "a": Array()})
+    assert json.loads(line) == {"s": 7, "a": [1, 2]}
+
+
+def test_a_capture_that_fails_inside_is_counted_and_never_raises(sock_path, monkeypatch):
+    client = CaptureClient(socket_path=sock_path, port=free_port())
+
+    def broken(line):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(client, "send_line", broken)
+    assert client.capture(input="x", inference_id="id1") == "id1"
+    assert client.stats["errors"] == 1
+
+
+def test_an_unusable_environment_never_reaches_the_handler(monkeypatch):
+    def unusable():
+        raise OSError("no environment")
+
+    monkeypatch.setattr(client_module, "get_client", unusable)
+    assert client_module.capture(input="x", inference_id="kept") == "kept"
+    assert len(client_module.capture(input="x")) == 32
+
+    @capture_handler
+    def handler(event, context):
+        return event["n"] + 1
+
+    assert handler({"n": 1}, SimpleNamespace(aws_request_id="req-1")) == 2
+
+
+def test_no_control_lines_without_a_request_id(sock_path):
+    client = CaptureClient(socket_path=sock_path, port=free_port())
+    client.handler_started(None)
+    client.handler_done("")
+    assert not client._outbox and client.stats == {"sent": 0, "http": 0, "unsampled": 0, "dropped": 0, "errors": 0}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "attribute", "expected"),
+    [
+        ("CAPTURE_SAMPLE_RATE", "7", "sample_rate", 1.0),
+        ("CAPTURE_SAMPLE_RATE", "-1", "sample_rate", 0.0),
+        ("CAPTURE_SAMPLE_RATE", "abc", "sample_rate", 1.0),
+        ("CAPTURE_CLIENT_TIMEOUT_MS", "-5", "timeout_s", 0.0),
+        ("CAPTURE_CLIENT_TIMEOUT_MS", "250", "timeout_s", 0.25),
+        ("CAPTURE_PORT", "9100", "port", 9100),
+    ],
+)
+def test_settings_from_the_environment_are_clamped(monkeypatch, variable, value, attribute, expected):
+    monkeypatch.setenv(variable, value)
+    assert getattr(CaptureClient(socket_path="/nonexistent"), attribute) == expected

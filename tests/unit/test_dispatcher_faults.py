@@ -1,0 +1,258 @@
+"""Dispatcher paths the happy tests never take: sinks that fail to start, cold batches that cannot
+be read back, answers that are not answers, deadlines, breakers, and adopted batches for sinks
+this process does not have."""
+
+import asyncio
+import logging
+import random
+import time
+
+import orjson
+import pytest
+
+from capture_ext.core import dispatcher as dispatcher_module
+from capture_ext.core.buffer import MemoryBudget, RecordBuffer
+from capture_ext.core.dispatcher import BREAKER_BASE_S, Dispatcher, failed_part
+from capture_ext.core.ledger import Ledger
+from capture_ext.core.spool import Spool
+from capture_ext.core.store import Store
+from capture_ext.models import Batch, WriteResult
+from tests.unit.test_dispatcher import ScriptedSink, reconciled, setup
+
+
+class FailingStart(ScriptedSink):
+    def __init__(self, name, failures=1):
+        super().__init__(name)
+        self.failures = failures
+
+    async def start(self):
+        self.started += 1
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("endpoint unreachable")
+
+
+def damage(location):
+    """The records' bytes are damaged on disk: a line that is no longer JSON."""
+    with open(location.segment.path, "r+b") as handle:
+        handle.seek(location.start)
+        handle.write(b"{not json" + b" " * (location.end - location.start - 10) + b"\n")
+
+
+def cold_setup(tmp_path, sinks, records=10):
+    """A store whose first batch has been moved to disk only (a cold batch)."""
+    ledger = Ledger()
+    budget = MemoryBudget(600)
+    spool = Spool(str(tmp_path / "spool"), 10_000_000, "never", "env")
+    spool.open()
+    store = Store(RecordBuffer("env", budget, 5, 100_000), budget, spool, sinks=[s.name for s in sinks])
+    dispatcher = Dispatcher({s.name: s for s in sinks}, ledger, store, 3, random.Random(1))
+    for n in range(records):
+        data = {"inference_id": f"r{n}", "pad": "x" * 60}
+        ledger.received += 1
+        assert store.add([(data, orjson.dumps(data))]) == (1, "")
+        if n % 5 == 4:
+            store.seal()
+    return dispatcher, ledger, store
+
+
+async def test_a_sink_that_fails_to_start_opens_its_breaker_and_starts_on_a_later_flush(caplog):
+    sink = FailingStart("a")
+    dispatcher, ledger, _ = setup([sink])
+    with caplog.at_level(logging.ERROR, "capture_ext.core.dispatcher"):
+        await dispatcher.flush(time.monotonic() + 5)
+    state = dispatcher.states["a"]
+    assert not state.started and state.last_error == "start failed: ConnectionError: endpoint unreachable"
+    assert dispatcher.states_by_name() == {"a": "open"} and sink.seen == []
+    assert state.retry_at - time.monotonic() > BREAKER_BASE_S / 2
+    await dispatcher.flush(time.monotonic() + 5)  # the breaker is open: not even tried
+    assert sink.started == 1
+    await dispatcher.flush(time.monotonic() + 5, ignore_breakers=True)
+    assert sink.started == 2 and sink.delivered == ["r0", "r1", "r2", "r3"]
+    assert dispatcher.states["a"].started and reconciled(ledger, dispatcher)
+
+
+async def test_warm_up_starts_only_the_sinks_not_yet_started():
+    a, b = ScriptedSink("a"), FailingStart("b")
+    dispatcher, _, _ = setup([a, b])
+    await dispatcher.warm_up(time.monotonic() + 5)
+    assert (a.started, b.started) == (1, 1)
+    assert dispatcher.states["a"].started and not dispatcher.states["b"].started
+    await dispatcher.warm_up(time.monotonic() + 5)
+    assert (a.started, b.started) == (1, 2)
+
+
+async def test_a_cold_batch_is_read_back_for_the_sink_that_needs_it(tmp_path):
+    sink = ScriptedSink("a")
+    dispatcher, ledger, store = cold_setup(tmp_path, [sink])
+    hot, cold = dispatcher.backlog_split()
+    assert cold == {"a": 5} and hot == {"a": 5}
+    await dispatcher.flush(time.monotonic() + 5)
+    assert sink.delivered == [f"r{n}" for n in range(10)] and store.loaded >= 1
+    assert [b.batch_id for b in sink.seen] == ["env-00000001", "env-00000002"]
+    assert reconciled(ledger, dispatcher)
+
+
+async def test_a_cold_batch_that_cannot_be_read_is_dropped_and_counted_and_the_rest_goes_on(tmp_path, caplog):
+    sink = ScriptedSink("a")
+    dispatcher, ledger, _ = cold_setup(tmp_path, [sink])
+    assert dispatcher.backlog() == {"a": 10}
+    (cold,) = [p.sealed for p in dispatcher.states["a"].backlog if p.cold]
+    damage(cold.location)
+    with caplog.at_level(logging.ERROR, "capture_ext.core.dispatcher"):
+        await dispatcher.flush(time.monotonic() + 5)
+    assert ledger.sinks["a"].dropped == {"spool_lost": 5}
+    assert "cannot be read back from the spool" in caplog.text
+    assert sink.delivered == [f"r{n}" for n in range(5, 10)]  # the hot batch still went
+    assert dispatcher.backlog() == {"a": 0} and reconciled(ledger, dispatcher)
+
+
+async def test_a_read_back_cut_by_the_deadline_leaves_the_batch_waiting_without_a_failure(tmp_path, monkeypatch):
+    sink = ScriptedSink("a")
+    dispatcher, ledger, store = cold_setup(tmp_path, [sink])
+
+    async def slow_load(sealed):
+        await asyncio.sleep(5)
+
+    monkeypatch.setattr(store, "load", slow_load)
+    await dispatcher.flush(time.monotonic() + 0.2)
+    assert sink.seen == [] and dispatcher.backlog() == {"a": 10}
+    state = dispatcher.states["a"]
+    assert state.consecutive_failures == 0 and state.retry_at == 0 and not ledger.sinks["a"].dropped
+
+
+async def test_a_write_cut_short_by_a_small_budget_is_not_the_sinks_failure():
+    sink = ScriptedSink("a", delay=5)
+    dispatcher, ledger, _ = setup([sink])
+    await dispatcher.flush(time.monotonic() + 0.2)  # under fair_budget_s (2 s)
+    state = dispatcher.states["a"]
+    assert len(sink.seen) == 1 and dispatcher.backlog() == {"a": 4}
+    assert state.consecutive_failures == 0 and state.retry_at == 0 and ledger.sinks["a"].retried == 0
+
+
+async def test_a_write_that_times_out_with_a_fair_budget_is_a_retryable_failure():
+    sink = ScriptedSink("a", delay=5)
+    dispatcher, ledger, _ = setup([sink], max_attempts=1)
+    dispatcher.fair_budget_s = 0.1
+    await dispatcher.flush(time.monotonic() + 0.3)
+    state = dispatcher.states["a"]
+    assert state.last_error.startswith("write did not finish within")
+    assert state.consecutive_failures == 1 and dispatcher.states_by_name() == {"a": "open"}
+    assert ledger.sinks["a"].retried == 4 and dispatcher.backlog() == {"a": 4}
+
+
+async def test_an_answer_that_is_not_a_write_result_is_retried():
+    sink = ScriptedSink("a", [lambda batch: None])
+    dispatcher, ledger, _ = setup([sink])
+    await dispatcher.flush(time.monotonic() + 5)
+    assert len(sink.seen) == 2 and sink.delivered == ["r0", "r1", "r2", "r3"]
+    assert ledger.sinks["a"].retried == 4 and ledger.sinks["a"].delivered == 4
+    assert [b.attempt for b in sink.seen] == [1, 2]
+
+
+async def test_no_write_starts_with_less_than_the_minimum_time_left():
+    sink = ScriptedSink("a")
+    dispatcher, _, _ = setup([sink])
+    dispatcher.states["a"].started = True
+    await dispatcher.flush(time.monotonic() + dispatcher_module.MIN_WRITE_S / 2)
+    assert sink.seen == [] and dispatcher.backlog() == {"a": 4}
+
+
+async def test_the_breaker_doubles_up_to_its_cap_and_honours_a_longer_hint_within_it():
+    sink = ScriptedSink("a")
+    dispatcher, _, _ = setup([sink])
+    dispatcher.breaker_max_s = 5.0
+    state = dispatcher.states["a"]
+    pauses = []
+    for _ in range(5):
+        dispatcher._open_breaker(state)
+        pauses.append(round(state.retry_at - time.monotonic()))
+    assert pauses == [1, 2, 4, 5, 5]
+    state.consecutive_failures = 0
+    dispatcher._open_breaker(state, hint=3.0)
+    assert round(state.retry_at - time.monotonic()) == 3
+    dispatcher._open_breaker(state, hint=60.0)  # a hint past the cap is capped too
+    assert round(state.retry_at - time.monotonic()) == 5
+
+
+async def test_retries_give_up_after_max_attempts_and_keep_the_records():
+    sink = ScriptedSink("a", [WriteResult.retryable("503")] * 3)
+    dispatcher, ledger, _ = setup([sink], max_attempts=3)
+    await dispatcher.flush(time.monotonic() + 30)
+    assert len(sink.seen) == 3 and [b.attempt for b in sink.seen] == [1, 2, 3]
+    assert dispatcher.backlog() == {"a": 4} and dispatcher.states["a"].consecutive_failures == 1
+    assert ledger.sinks["a"].retried == 12 and reconciled(ledger, dispatcher)
+
+
+async def test_a_success_after_failures_closes_the_breaker_state():
+    sink = ScriptedSink("a", [WriteResult.retryable("503")])
+    dispatcher, _, _ = setup([sink], max_attempts=1)
+    await dispatcher.flush(time.monotonic() + 5)
+    assert dispatcher.states["a"].consecutive_failures == 1
+    await dispatcher.flush(time.monotonic() + 5, ignore_breakers=True)
+    assert dispatcher.states["a"].consecutive_failures == 0 and dispatcher.backlog() == {"a": 0}
+
+
+async def test_partial_failures_pin_the_batch_until_this_sink_is_done(tmp_path):
+    sink = ScriptedSink("a", [WriteResult.retryable("x", failed_indices=(1,))] * 2)
+    dispatcher, _, budget = setup([sink], max_attempts=2)
+    await dispatcher.flush(time.monotonic() + 5)
+    pending = dispatcher.states["a"].backlog[0]
+    assert pending.subset is not None and len(pending.subset) == 1 and pending.sealed.busy == 1
+    assert budget.used == 40  # pinned: the retry subset needs the records in memory
+    await dispatcher.flush(time.monotonic() + 5, ignore_breakers=True)
+    assert pending.sealed.busy == 0 and budget.used == 0
+
+
+async def test_an_adopted_batch_for_a_sink_this_process_does_not_have_is_let_go(tmp_path):
+    from capture_ext.core.buffer import SealedBatch
+
+    ledger = Ledger()
+    budget = MemoryBudget(10_000)
+    store = Store(RecordBuffer("env", budget, 100, 10_000), budget, sinks=["a"])
+    sink = ScriptedSink("a")
+    dispatcher = Dispatcher({"a": sink}, ledger, store, 3, random.Random(1))
+    batch = Batch("old-00000001", "old", 1, ({"inference_id": "x"},))
+    sealed = SealedBatch(batch=batch, size=10, waiting={"a", "gone"})
+    store._new.append(sealed)
+    assert dispatcher.backlog() == {"a": 1}
+    assert sealed.waiting == {"a"}  # the unknown sink was marked done straight away
+    await dispatcher.flush(time.monotonic() + 5)
+    assert sink.delivered == ["x"] and sealed.waiting == set()
+
+
+async def test_close_survives_a_sink_that_raises_or_hangs(caplog):
+    class Raising(ScriptedSink):
+        async def close(self, timeout_s):
+            raise RuntimeError("close failed")
+
+    class Hanging(ScriptedSink):
+        async def close(self, timeout_s):
+            await asyncio.sleep(30)
+
+    good, raising, hanging = ScriptedSink("good"), Raising("raising"), Hanging("hanging")
+    dispatcher, _, _ = setup([good, raising, hanging])
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, "capture_ext.core.dispatcher"):
+        await dispatcher.close(0.2)
+    assert good.closed and time.monotonic() - started < 5
+    assert "sink raising: close failed: close failed" in caplog.text
+    assert "sink hanging: close failed" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("result", "expected"),
+    [
+        (WriteResult.retryable("x", failed_indices=(4, 0)), [0, 4]),
+        (WriteResult.retryable("x", failed_indices=(-1,)), [0, 1, 2, 3, 4]),
+        (WriteResult.retryable("x", failed_indices=(5,)), [0, 1, 2, 3, 4]),
+        (WriteResult.retryable("x", failed_ids=("r2", "r3")), [2, 3]),
+        (WriteResult.retryable("x", failed_ids=("nobody",)), [0, 1, 2, 3, 4]),
+        (WriteResult.retryable("x"), [0, 1, 2, 3, 4]),
+    ],
+)
+def test_failed_part_resends_exactly_the_named_records_or_everything(result, expected):
+    batch = Batch("env-1", "env", 1, tuple({"inference_id": f"r{n}", "n": n} for n in range(5)), attempt=3)
+    retry = failed_part(batch, result)
+    assert [r["n"] for r in retry.records] == expected
+    assert (retry.batch_id, retry.sequence, retry.attempt) == ("env-1", 1, 4)

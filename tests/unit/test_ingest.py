@@ -1,0 +1,243 @@
+"""The ingest path without a server: routes, per-record isolation, the ``?partial=1`` fallback, counting."""
+
+import logging
+
+import orjson
+import pytest
+
+from capture_ext.core.buffer import MemoryBudget, RecordBuffer
+from capture_ext.core.http11 import Request
+from capture_ext.core.ingest import Ingest, _LineProtocol, _query_flag
+from capture_ext.core.ledger import Ledger
+from capture_ext.core.records import Enricher, RecordError
+from capture_ext.core.store import Store
+
+
+def build(memory=100_000, **kwargs):
+    ledger = Ledger()
+    budget = MemoryBudget(memory)
+    store = Store(RecordBuffer("env", budget, 100, 100_000), budget, sinks=["a"])
+    return Ingest(store, ledger, Enricher("fn", "1", "env"), 1000, **kwargs), ledger, store
+
+
+def post(ingest, body, path="/v1/records", content_type="application/x-ndjson"):
+    return ingest._post_records(Request("POST", path, {"content-type": content_type}, body))
+
+
+def answer(response):
+    return response.status, orjson.loads(response.body)
+
+
+async def test_routes_answer_with_the_method_they_take_and_a_404_names_the_path():
+    ingest, _, _ = build(health=lambda: {"status": "mine"})
+    get_records = await ingest.handle_http(Request("GET", "/v1/records", {}, b""))
+    assert get_records.status == 405 and ("allow", "POST") in get_records.headers
+    post_health = await ingest.handle_http(Request("POST", "/v1/health", {}, b""))
+    assert post_health.status == 405 and ("allow", "GET") in post_health.headers
+    assert answer(await ingest.handle_http(Request("HEAD", "/v1/health?x=1", {}, b""))) == (200, {"status": "mine"})
+    status, body = answer(await ingest.handle_http(Request("GET", "/v2/nothing", {}, b"")))
+    assert status == 404 and "'/v2/nothing'" in body["error"]
+    plain, _, _ = build()
+    assert answer(await plain.handle_http(Request("GET", "/v1/health", {}, b""))) == (200, {"status": "ok"})
+
+
+async def test_a_post_is_routed_to_the_record_path():
+    ingest, ledger, _ = build()
+    response = await ingest.handle_http(Request("POST", "/v1/records", {}, b'{"input": 1}'))
+    assert answer(response) == (202, {"accepted": 1}) and ledger.received == 1
+
+
+def test_a_whole_request_is_refused_for_one_record_that_cannot_be_stored():
+    ingest, ledger, store = build()
+    records = [{"input": 1}, {"input": {1: "a key orjson cannot write"}}]
+    with pytest.raises(RecordError, match=r"record 1: cannot be stored \(TypeError"):
+        ingest.accept(records, whole=True)
+    assert ledger.received == 0 and len(store.buffer) == 0  # nothing counted, nothing kept
+    # On the socket the same record is refused alone and its neighbour is kept.
+    assert ingest.accept([{"input": 1}, {"input": {1: "x"}}]) == 1
+    assert ledger.received == 1 and ledger.rejected == {"invalid": 1}
+
+
+def test_a_single_record_error_does_not_name_an_index():
+    ingest, _, _ = build()
+    with pytest.raises(RecordError) as caught:
+        ingest.accept([{"input": {1: "x"}}], whole=True)
+    assert str(caught.value).startswith("cannot be stored")
+
+
+def test_a_raising_prepare_hook_drops_only_its_record_and_counts_it():
+    def prepare(record):
+        if record["input"] == "bad":
+            raise ValueError("no")
+
+    ingest, ledger, store = build(prepare=prepare)
+    assert ingest.accept([{"input": "ok"}, {"input": "bad"}, {"input": "ok2"}]) == 2
+    assert ledger.received == 3 and ledger.dropped == {"prepare_error": 1}
+    assert [r["input"] for r in store.buffer._records] == ["ok", "ok2"]
+
+
+def test_records_the_store_cannot_keep_are_counted_with_its_reason():
+    ingest, ledger, _ = build(memory=450)
+    kept = ingest.accept([{"input": "x" * 40} for _ in range(5)])
+    assert 0 < kept < 5
+    assert ledger.received == 5 and ledger.dropped == {"buffer_full": 5 - kept}
+
+
+def test_a_full_buffer_answers_503_with_what_was_and_was_not_kept():
+    ingest, _, _ = build(memory=450)
+    body = b"\n".join(orjson.dumps({"input": "x" * 40}) for _ in range(5))
+    status, payload = answer(post(ingest, body))
+    assert status == 503 and "buffer is full" in payload["error"]
+    assert payload["accepted"] + payload["dropped"] == 5 and payload["dropped"] > 0
+
+
+def test_refusals_are_counted_by_reason():
+    ingest, ledger, _ = build()
+    status, payload = answer(post(ingest, b'{"input": "' + b"x" * 2000 + b'"}', content_type="application/json"))
+    assert status == 413 and "over the 1000-byte limit" in payload["error"]
+    assert status == 413 and ledger.rejected == {"too_large": 1}
+    assert post(ingest, b"{}", content_type="application/xml").status == 415
+    assert ledger.rejected["unsupported_media_type"] == 1
+    assert post(ingest, b"{nope", content_type="application/json").status == 400
+    assert ledger.rejected["invalid"] == 1
+    assert ledger.received == 0
+
+
+def test_a_bug_behind_the_request_costs_a_clear_400_not_a_500(caplog):
+    ingest, ledger, store = build()
+
+    def broken(items):
+        raise RuntimeError("a bug")
+
+    store.add = broken
+    with caplog.at_level(logging.ERROR, "capture_ext.core.ingest"):
+        status, payload = answer(post(ingest, b'{"input": 1}'))
+    assert status == 400 and payload == {"error": "records could not be read (RuntimeError)"}
+    assert ledger.rejected == {"invalid": 1}
+
+
+def test_control_lines_are_obeyed_and_never_stored():
+    done: list[str] = []
+    started: list[str] = []
+    ingest, ledger, store = build(on_handler_done=done.append, on_handler_started=started.append)
+    body = b"\n".join(
+        [
+            b'{"_capture_ext": "start", "request_id": "r1"}',
+            b'{"input": 1}',
+            b'{"_capture_ext": "done", "request_id": "r1"}',
+            b'{"_capture_ext": "done", "request_id": ""}',
+            b'{"_capture_ext": "done"}',
+        ]
+    )
+    assert answer(post(ingest, body)) == (202, {"accepted": 1})
+    assert started == ["r1"] and done == ["r1"] and len(store.buffer) == 1 and ledger.received == 1
+    # A request of control lines only keeps nothing and is still a success.
+    assert answer(post(ingest, b'{"_capture_ext": "done", "request_id": "r2"}')) == (202, {"accepted": 0})
+    assert done == ["r1", "r2"]
+
+
+def test_control_lines_without_callbacks_are_still_swallowed():
+    ingest, _, store = build()
+    assert ingest.parse_line(b'{"_capture_ext": "start", "request_id": "r"}') is None
+    assert ingest.parse_line(b'{"_capture_ext": "done", "request_id": "r"}') is None
+    assert len(store.buffer) == 0
+
+
+def test_partial_posts_keep_good_lines_and_count_the_bad_ones():
+    ingest, ledger, store = build()
+    body = b'{"input": 1}\n{nope\n[1]\n\n   \n{"input": 2}\n{"_capture_ext": "done", "request_id": "r"}\n'
+    status, payload = answer(post(ingest, body, path="/v1/records?partial=1"))
+    assert status == 202 and payload == {"accepted": 2, "rejected": 2, "dropped": 0}
+    assert ledger.rejected == {"invalid": 2} and len(store.buffer) == 2
+
+
+def test_a_partial_post_into_a_full_store_is_503_so_the_client_keeps_its_lines():
+    ingest, ledger, _ = build(memory=10)
+    status, payload = answer(post(ingest, b'{"input": 1}\n', path="/v1/records?x=2&partial=true"))
+    assert status == 503 and payload["accepted"] == 0 and "buffer is full" in payload["error"]
+    assert ledger.dropped == {"buffer_full": 1}
+
+
+def test_a_partial_post_partly_kept_reports_the_dropped_lines():
+    ingest, _, _ = build(memory=450)
+    body = b"".join(orjson.dumps({"input": "x" * 40}) + b"\n" for _ in range(5))
+    status, payload = answer(post(ingest, body, path="/v1/records?partial"))
+    assert status == 202 and payload["accepted"] > 0 and payload["dropped"] == 5 - payload["accepted"]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [("partial=1", True), ("partial", True), ("a=b&partial=true", True), ("partial=0", False), ("", False)],
+)
+def test_the_partial_flag(query, expected):
+    assert _query_flag(f"/v1/records?{query}", "partial") is expected
+
+
+def test_socket_lines_that_are_too_large_or_not_objects_are_refused_and_counted():
+    ingest, ledger, _ = build()
+    assert ingest.parse_line(b'"' + b"x" * 1200 + b'"') is None
+    assert ingest.parse_line(b"[1, 2]") is None
+    assert ingest.parse_line(b"{broken") is None
+    assert ingest.parse_line(b'{"input": 1}')["input"] == 1
+    assert ledger.rejected == {"too_large": 1, "invalid": 2}
+
+
+def test_an_unexpected_error_on_one_line_costs_that_line_only(monkeypatch):
+    import capture_ext.core.ingest as ingest_module
+
+    ingest, ledger, _ = build()
+
+    def explode(raw):
+        raise ZeroDivisionError
+
+    monkeypatch.setattr(ingest_module, "normalize", explode)
+    assert ingest.parse_line(b'{"input": 1}') is None
+    assert ledger.rejected == {"invalid": 1}
+
+
+def test_refusal_warnings_are_rate_limited(caplog):
+    ingest, ledger, _ = build()
+    with caplog.at_level(logging.WARNING, "capture_ext.core.ingest"):
+        for _ in range(2000):
+            ingest.parse_line(b"{broken")
+    assert ledger.rejected == {"invalid": 2000}
+    counts = [r.getMessage().rsplit("(", 1)[1] for r in caplog.records]
+    assert counts == [f"{n} refused so far)" for n in [*range(1, 11), 1000, 2000]]
+
+
+def test_the_line_protocol_joins_reads_skips_endless_lines_and_counts_a_torn_end():
+    ingest, ledger, store = build()
+    protocol = _LineProtocol(ingest, limit=200)
+    protocol.data_received(b'{"input": 1}\n{"inp')
+    assert len(store.buffer) == 1
+    protocol.data_received(b'ut": 2}\n\n')
+    assert len(store.buffer) == 2
+    protocol.data_received(b'{"input": "' + b"x" * 300)  # no newline and over the limit
+    assert ledger.rejected == {"too_large": 1} and protocol.discarding
+    protocol.data_received(b'still the endless line"}\n{"input": 3}\n')
+    assert [r["input"] for r in store.buffer._records] == [1, 2, 3] and not protocol.discarding
+    protocol.data_received(b'{"input": 4')
+    protocol.eof_received()
+    assert ledger.rejected == {"too_large": 1, "truncated": 1} and protocol.pending == b""
+
+
+def test_a_discarded_line_ending_at_eof_is_not_counted_twice():
+    ingest, ledger, _ = build()
+    protocol = _LineProtocol(ingest, limit=10)
+    protocol.data_received(b"x" * 20)
+    protocol.eof_received()
+    assert ledger.rejected == {"too_large": 1}
+
+
+def test_a_core_bug_on_the_socket_counts_the_records_and_keeps_the_connection(caplog):
+    ingest, ledger, store = build()
+
+    def broken(items):
+        raise RuntimeError("a bug")
+
+    store.add = broken
+    protocol = _LineProtocol(ingest, limit=1000)
+    with caplog.at_level(logging.ERROR, "capture_ext.core.ingest"):
+        protocol.data_received(b'{"input": 1}\n{"input": 2}\n')
+    assert ledger.rejected == {"internal_error": 2}
+    assert "2 records could not be stored" in caplog.text
