@@ -177,6 +177,7 @@ def test_flush_mode_syncs_at_each_seal_only(tmp_path, monkeypatch):
     synced: list[int] = []
     real_fsync = os.fsync
     spool = open_spool(tmp_path / "spool", fsync="flush")
+
     def fsync(fd):
         synced.append(fd)
         real_fsync(fd)
