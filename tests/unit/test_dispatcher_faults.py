@@ -118,12 +118,15 @@ async def test_a_read_back_cut_by_the_deadline_leaves_the_batch_waiting_without_
     sink = ScriptedSink("a")
     dispatcher, ledger, store = cold_setup(tmp_path, [sink])
 
+    real_load = store.load
+
     async def slow_load(sealed):
-        await asyncio.sleep(5)
+        await asyncio.sleep(0.8)  # past this flush's deadline, within a second
+        return await real_load(sealed)
 
     monkeypatch.setattr(store, "load", slow_load)
     await dispatcher.flush(time.monotonic() + 0.2)
-    assert sink.seen == [] and dispatcher.backlog() == {"a": 10}
+    assert sink.seen == [] and dispatcher.backlog() == {"a": 10} and store.loaded == 0
     state = dispatcher.states["a"]
     assert state.consecutive_failures == 0 and state.retry_at == 0 and not ledger.sinks["a"].dropped
 
@@ -228,23 +231,41 @@ async def test_an_adopted_batch_for_a_sink_this_process_does_not_have_is_let_go(
     assert sink.delivered == ["x"] and sealed.waiting == set()
 
 
-async def test_close_survives_a_sink_that_raises_or_hangs(caplog):
+async def test_close_survives_a_sink_that_raises_or_hangs_and_passes_its_budget_on(caplog):
+    budgets: list[float] = []
+
     class Raising(ScriptedSink):
         async def close(self, timeout_s):
             raise RuntimeError("close failed")
 
-    class Hanging(ScriptedSink):
+    class Slow(ScriptedSink):
         async def close(self, timeout_s):
-            await asyncio.sleep(30)
+            budgets.append(timeout_s)
+            await asyncio.sleep(0.5)  # longer than the budget: abandoned before it ends
+            self.closed = True
 
-    good, raising, hanging = ScriptedSink("good"), Raising("raising"), Hanging("hanging")
-    dispatcher, _, _ = setup([good, raising, hanging])
-    started = time.monotonic()
+    good, raising, slow = ScriptedSink("good"), Raising("raising"), Slow("slow")
+    dispatcher, _, _ = setup([good, raising, slow])
     with caplog.at_level(logging.WARNING, "capture_ext.core.dispatcher"):
         await dispatcher.close(0.2)
-    assert good.closed and time.monotonic() - started < 5
-    assert "sink raising: close failed: close failed" in caplog.text
-    assert "sink hanging: close failed" in caplog.text
+    assert good.closed and not slow.closed and budgets == [0.2]
+    assert sorted(r.getMessage() for r in caplog.records) == [
+        "sink raising: close failed: close failed",
+        "sink slow: close failed: ",
+    ]
+
+
+def test_a_sink_state_reads_ok_then_open_then_retrying_then_ok():
+    sink = ScriptedSink("a")
+    dispatcher, _, _ = setup([sink])
+    state = dispatcher.states["a"]
+    assert state.state(100.0) == "ok"
+    state.consecutive_failures, state.retry_at = 1, 110.0
+    assert state.state(100.0) == "open"
+    assert state.state(110.0) == "retrying"  # the pause is over at retry_at exactly
+    assert state.state(120.0) == "retrying"
+    state.consecutive_failures = 0
+    assert state.state(120.0) == "ok"
 
 
 @pytest.mark.parametrize(
@@ -279,3 +300,14 @@ async def test_a_cold_batch_whose_bytes_were_blanked_is_counted_as_lost_not_deli
     await dispatcher.flush(time.monotonic() + 5)
     assert ledger.sinks["a"].dropped == {"spool_lost": 5}
     assert reconciled(ledger, dispatcher)
+
+
+def test_has_work_honours_the_time_it_is_given_and_the_breaker_ends_at_retry_at():
+    sink = ScriptedSink("a")
+    dispatcher, _, _ = setup([sink])
+    state = dispatcher.states["a"]
+    state.consecutive_failures, state.retry_at = 1, time.monotonic() + 3600
+    assert not dispatcher.has_work()
+    assert dispatcher.has_work(now=state.retry_at)  # due again at retry_at exactly
+    assert not dispatcher.has_work(now=state.retry_at - 1)
+    assert dispatcher.has_work(ignore_breakers=True)
