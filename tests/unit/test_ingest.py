@@ -77,18 +77,19 @@ def test_a_raising_prepare_hook_drops_only_its_record_and_counts_it():
 
 
 def test_records_the_store_cannot_keep_are_counted_with_its_reason():
-    ingest, ledger, _ = build(memory=450)
-    kept = ingest.accept([{"input": "x" * 40} for _ in range(5)])
-    assert 0 < kept < 5
-    assert ledger.received == 5 and ledger.dropped == {"buffer_full": 5 - kept}
+    ingest, ledger, store = build(memory=450)
+    assert ingest.accept([{"input": "x" * 40} for _ in range(2)]) == 2
+    assert ingest.accept([{"input": "x" * 40} for _ in range(2)]) == 0  # all or nothing: none fit
+    assert ledger.received == 4 and ledger.dropped == {"buffer_full": 2} and len(store.buffer) == 2
 
 
-def test_a_full_buffer_answers_503_with_what_was_and_was_not_kept():
-    ingest, _, _ = build(memory=450)
+def test_a_full_buffer_answers_503_and_the_refused_records_are_rejected_not_received():
+    ingest, ledger, store = build(memory=450)
     body = b"\n".join(orjson.dumps({"input": "x" * 40}) for _ in range(5))
     status, payload = answer(post(ingest, body))
     assert status == 503 and "buffer is full" in payload["error"]
-    assert payload["accepted"] + payload["dropped"] == 5 and payload["dropped"] > 0
+    assert (payload["accepted"], payload["dropped"]) == (0, 5) and len(store.buffer) == 0
+    assert ledger.received == 0 and ledger.rejected == {"buffer_full": 5} and not ledger.dropped
 
 
 def test_refusals_are_counted_by_reason():
@@ -147,7 +148,7 @@ def test_partial_posts_keep_good_lines_and_count_the_bad_ones():
     ingest, ledger, store = build()
     body = b'{"input": 1}\n{nope\n[1]\n\n   \n{"input": 2}\n{"_capture_ext": "done", "request_id": "r"}\n'
     status, payload = answer(post(ingest, body, path="/v1/records?partial=1"))
-    assert status == 202 and payload == {"accepted": 2, "rejected": 2, "dropped": 0}
+    assert status == 202 and payload == {"accepted": 2, "rejected": 2}
     assert ledger.rejected == {"invalid": 2} and len(store.buffer) == 2
 
 
@@ -155,14 +156,15 @@ def test_a_partial_post_into_a_full_store_is_503_so_the_client_keeps_its_lines()
     ingest, ledger, _ = build(memory=10)
     status, payload = answer(post(ingest, b'{"input": 1}\n', path="/v1/records?x=2&partial=true"))
     assert status == 503 and payload["accepted"] == 0 and "buffer is full" in payload["error"]
-    assert ledger.dropped == {"buffer_full": 1}
+    assert ledger.rejected == {"buffer_full": 1} and ledger.received == 0
 
 
-def test_a_partial_post_partly_kept_reports_the_dropped_lines():
-    ingest, _, _ = build(memory=450)
+def test_a_partial_post_that_does_not_fit_keeps_none_of_its_lines():
+    ingest, ledger, store = build(memory=450)
     body = b"".join(orjson.dumps({"input": "x" * 40}) + b"\n" for _ in range(5))
     status, payload = answer(post(ingest, body, path="/v1/records?partial"))
-    assert status == 202 and payload["accepted"] > 0 and payload["dropped"] == 5 - payload["accepted"]
+    assert status == 503 and payload["accepted"] == 0  # a retry of the request cannot duplicate half of it
+    assert len(store.buffer) == 0 and ledger.rejected == {"buffer_full": 5}
 
 
 @pytest.mark.parametrize(
