@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup lock test lint unit functional integration e2e demo clean example-plugin bench sim coverage mutate
+.PHONY: setup lock test lint unit functional integration e2e demo clean example-plugin bench sim mutate
 
 setup: $(STAMP)
 

@@ -311,3 +311,26 @@ def test_has_work_honours_the_time_it_is_given_and_the_breaker_ends_at_retry_at(
     assert dispatcher.has_work(now=state.retry_at)  # due again at retry_at exactly
     assert not dispatcher.has_work(now=state.retry_at - 1)
     assert dispatcher.has_work(ignore_breakers=True)
+
+
+def test_backoff_doubles_from_50_ms_to_its_2_s_cap_with_jitter_and_honours_a_longer_hint():
+    sink = ScriptedSink("a")
+    dispatcher, _, _ = setup([sink])
+    for attempt, ceiling in enumerate([0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0], start=1):
+        delays = [dispatcher._backoff(attempt, None) for _ in range(50)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays), (attempt, min(delays), max(delays))
+        assert max(delays) > ceiling * 0.9  # the full jitter range, not a constant
+    assert dispatcher._backoff(1, 7.5) == 7.5  # the service's hint wins when it is longer
+
+
+def test_opening_the_breaker_says_which_sink_how_many_records_and_why(caplog):
+    sink = ScriptedSink("a")
+    dispatcher, _, _ = setup([sink])
+    assert dispatcher.backlog() == {"a": 4}
+    state = dispatcher.states["a"]
+    state.last_error = "503 SlowDown"
+    with caplog.at_level(logging.WARNING, "capture_ext.core.dispatcher"):
+        dispatcher._open_breaker(state)
+    assert [r.getMessage() for r in caplog.records] == [
+        "sink a: 4 records kept for a later flush (503 SlowDown); next attempt in 1 s"
+    ]
