@@ -5,6 +5,7 @@ this process does not have."""
 import asyncio
 import logging
 import random
+import re
 import time
 
 import orjson
@@ -109,7 +110,8 @@ async def test_a_cold_batch_that_cannot_be_read_is_dropped_and_counted_and_the_r
     with caplog.at_level(logging.ERROR, "capture_ext.core.dispatcher"):
         await dispatcher.flush(time.monotonic() + 5)
     assert ledger.sinks["a"].dropped == {"spool_lost": 5}
-    assert "cannot be read back from the spool" in caplog.text
+    (message,) = [r.getMessage() for r in caplog.records if "read back" in r.getMessage()]
+    assert message.startswith("sink a: batch env-00000001 cannot be read back from the spool (")
     assert sink.delivered == [f"r{n}" for n in range(5, 10)]  # the hot batch still went
     assert dispatcher.backlog() == {"a": 0} and reconciled(ledger, dispatcher)
 
@@ -131,10 +133,17 @@ async def test_a_read_back_cut_by_the_deadline_leaves_the_batch_waiting_without_
     assert state.consecutive_failures == 0 and state.retry_at == 0 and not ledger.sinks["a"].dropped
 
 
-async def test_a_write_cut_short_by_a_small_budget_is_not_the_sinks_failure():
+async def test_a_write_cut_short_by_a_small_budget_is_not_the_sinks_failure(caplog):
     sink = ScriptedSink("a", delay=5)
     dispatcher, ledger, _ = setup([sink])
-    await dispatcher.flush(time.monotonic() + 0.2)  # under fair_budget_s (2 s)
+    with caplog.at_level(logging.INFO, "capture_ext.core.dispatcher"):
+        await dispatcher.flush(time.monotonic() + 0.2)  # under fair_budget_s (2 s)
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert re.fullmatch(
+        r"sink a: batch env-00000001 cut short by the flush deadline after [1-9]\d{0,2} ms; "
+        r"it waits for the next flush",
+        line,
+    ), line
     state = dispatcher.states["a"]
     assert len(sink.seen) == 1 and dispatcher.backlog() == {"a": 4}
     assert state.consecutive_failures == 0 and state.retry_at == 0 and ledger.sinks["a"].retried == 0
@@ -146,7 +155,7 @@ async def test_a_write_that_times_out_with_a_fair_budget_is_a_retryable_failure(
     dispatcher.fair_budget_s = 0.1
     await dispatcher.flush(time.monotonic() + 0.3)
     state = dispatcher.states["a"]
-    assert state.last_error.startswith("write did not finish within")
+    assert re.fullmatch(r"write did not finish within [1-9]\d{0,2} ms", state.last_error), state.last_error
     assert state.consecutive_failures == 1 and dispatcher.states_by_name() == {"a": "open"}
     assert ledger.sinks["a"].retried == 4 and dispatcher.backlog() == {"a": 4}
 
@@ -283,7 +292,7 @@ def test_failed_part_resends_exactly_the_named_records_or_everything(result, exp
     batch = Batch("env-1", "env", 1, tuple({"inference_id": f"r{n}", "n": n} for n in range(5)), attempt=3)
     retry = failed_part(batch, result)
     assert [r["n"] for r in retry.records] == expected
-    assert (retry.batch_id, retry.sequence, retry.attempt) == ("env-1", 1, 4)
+    assert (retry.batch_id, retry.environment_id, retry.sequence, retry.attempt) == ("env-1", "env", 1, 4)
 
 
 @pytest.mark.xfail(
@@ -334,3 +343,22 @@ def test_opening_the_breaker_says_which_sink_how_many_records_and_why(caplog):
     assert [r.getMessage() for r in caplog.records] == [
         "sink a: 4 records kept for a later flush (503 SlowDown); next attempt in 1 s"
     ]
+
+
+async def test_a_sink_that_raises_is_logged_by_name_and_retried(caplog):
+    sink = ScriptedSink("a", [RuntimeError("boom")])
+    dispatcher, ledger, _ = setup([sink])
+    with caplog.at_level(logging.ERROR, "capture_ext.core.dispatcher"):
+        await dispatcher.flush(time.monotonic() + 5)
+    assert [r.getMessage() for r in caplog.records] == ["sink a raised from write_batch; treating as retryable"]
+    assert ledger.sinks["a"].delivered == 4 and ledger.sinks["a"].retried == 4
+
+
+async def test_records_lost_from_the_spool_add_up_across_batches(tmp_path):
+    sink = ScriptedSink("a")
+    dispatcher, ledger, _ = cold_setup(tmp_path, [sink])
+    ledger.sinks["a"].dropped["spool_lost"] = 3  # lost earlier in this process
+    (cold,) = [p.sealed for p in dispatcher.states["a"].backlog if p.cold] if dispatcher.backlog() else []
+    damage(cold.location)
+    await dispatcher.flush(time.monotonic() + 5)
+    assert ledger.sinks["a"].dropped == {"spool_lost": 8}
