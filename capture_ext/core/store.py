@@ -213,6 +213,9 @@ class Store:
         """Read a cold batch back from disk (same id, same records, so the same S3 keys)."""
         assert sealed.location is not None
         records, size = await asyncio.to_thread(Spool.read, sealed.location)
+        if len(records) != sealed.count:
+            # A damaged range must not reach a sink as a smaller (or empty) batch, as if delivered.
+            raise ValueError(f"{len(records)} of {sealed.count} records could be read back")
         batch = Batch(sealed.batch_id, sealed.environment_id, sealed.sequence, tuple(records))
         if sealed.batch is None and sealed.waiting:  # another sink may have loaded it meanwhile
             sealed.batch, sealed.size = batch, size
