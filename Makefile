@@ -29,6 +29,7 @@ lint: setup template-lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 # The example plugin is installed like any third-party sink, and its own tests (the sink
 # contract kit against a local HTTP receiver) run from its directory.
@@ -60,7 +61,7 @@ e2e: setup
 	$(PY) -m pytest -q tests/e2e
 
 demo: setup
-	$(PY) -m capture_ext.testing.demo
+	$(PY) -m demo
 
 # The deterministic simulation of the delivery core (tests/sim; `make test` runs 1,000 seeds).
 # `make sim SEEDS=300` runs seeds 0..299; `make sim SEED=42` replays one seed. A failure prints

@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Any
 
-from capture_ext.cli import OneLineParser
+from capture_ext.argparsing import OneLineParser
 from capture_ext.core.config import Settings
 from capture_ext.core.plugins import ENTRY_POINT_GROUP, Plugins, get_plugin_manager
 from capture_ext.core.sink_setup import missing_requirement

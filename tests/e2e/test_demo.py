@@ -17,7 +17,7 @@ def test_demo_answers_captures_into_every_sink_and_summarises(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MODEL_DIR": str(tmp_path / "no-model-here")}
     env.update(coverage_env())  # the demo's processes are measured too under `make test`
     done = subprocess.run(
-        [sys.executable, "-m", "capture_ext.testing.demo", "--requests", "3", "--report-dir", str(tmp_path / "report")],
+        [sys.executable, "-m", "demo", "--requests", "3", "--report-dir", str(tmp_path / "report")],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=280,
     )  # fmt: skip
     out = done.stdout

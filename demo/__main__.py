@@ -27,7 +27,7 @@ from typing import Any
 from capture_ext.testing.aws import AwsHelper, endpoint_env, moto_server_process
 from capture_ext.testing.net import free_port
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 FUNCTION = "nlp-qa-demo"
 BUCKET = "capture-demo"
 LOG_GROUP = f"/aws/capture-ext/{FUNCTION}"
@@ -308,7 +308,7 @@ async def demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m capture_ext.testing.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20, help="QA requests per phase (default: %(default)s)")
     parser.add_argument(
         "--model-dir", help=f"model folder (default: $MODEL_DIR or {DEFAULT_MODEL_DIR.relative_to(REPO)})"

@@ -1,0 +1,1 @@
+"""``make demo``: the whole product on this machine, from a checkout (not shipped in the wheel)."""
