@@ -12,25 +12,23 @@ With ``--exit-zero`` a written report always exits 0 (gate on violations.json in
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
 import shutil
 import sys
-import tempfile
 from datetime import UTC, datetime
 from typing import Any
 
 from capture_ext.argparsing import OneLineParser
-from capture_ext.report.baseline import BaselineError, read_statistics, to_statistics
+from capture_ext.report.baseline import BaselineError, read_statistics
 from capture_ext.report.descriptors import Profile
 from capture_ext.report.drift import DRIFT, Check, Thresholds, compare
 from capture_ext.report.engine import ENGINES, DataSource, Engine, open_engine
+from capture_ext.report.outputs import Findings, prepare_out, publish, stage_dir, write_html, write_json
 from capture_ext.report.source import SourceError, Window, parse_duration, parse_time
 
 EXIT_OK, EXIT_DRIFT, EXIT_USAGE, EXIT_NO_DATA, EXIT_QUALITY = 0, 1, 2, 3, 4
-PLOTS_DIR = "plots"
 log = logging.getLogger("capture_ext.report")
 
 
@@ -240,116 +238,6 @@ def exit_code(checks: list[Check]) -> int:
     return EXIT_QUALITY if any(c.violated for c in checks) else EXIT_OK
 
 
-def write_html(
-    args: argparse.Namespace,
-    baseline: Profile,
-    current: Profile,
-    checks: list[Check],
-    window: str,
-    baseline_source: str,
-    code: int,
-) -> str:
-    """Render the plots (as files and embedded) and report.html; return the report's path."""
-    from capture_ext.report import html, plots
-
-    out = args.stage
-    os.makedirs(os.path.join(out, PLOTS_DIR), exist_ok=True)
-    verdicts = {c.feature: c for c in checks if c.check_type == DRIFT}
-    order = sorted(current.features, key=lambda n: (not (n in verdicts and verdicts[n].violated), n))
-    distributions = []
-    for name in order:
-        check = verdicts.get(name)
-        verdict = "drift" if check and check.violated else "not tested" if not check or check.skipped else "no drift"
-        distributions.append(plots.distribution(name, baseline.features.get(name), current.features[name], verdict))
-    series = [p for p in (plots.volume(current), plots.descriptors_over_time(current, baseline)) if p]
-    for plot in (*series, *distributions):
-        with open(os.path.join(out, PLOTS_DIR, plot.filename), "wb") as handle:
-            handle.write(plot.png)
-    thresholds = Thresholds(args.p_value, args.distance, args.small_sample)
-    ctx = html.Context(args.data, window, baseline_source, thresholds, code)
-    page = html.render(ctx, baseline, current, checks, series, distributions, PLOTS_DIR)
-    report = os.path.join(out, "report.html")
-    with open(report, "w", encoding="utf-8") as handle:
-        handle.write(page)
-    return report
-
-
-def write_json(
-    args: argparse.Namespace,
-    baseline: Profile,
-    current: Profile,
-    checks: list[Check],
-    window: str,
-    baseline_source: str,
-    code: int,
-) -> str:
-    """Write violations.json and statistics.json (staged); return the final path of violations.json."""
-    out = args.stage
-    violations = {
-        "violations": [c.as_json() for c in checks if c.violated],
-        "drift_detected": code == EXIT_DRIFT,
-        "exit_code": code,
-        "data": args.data,
-        "window": window,
-        "baseline": baseline_source,
-        "num_records": {"baseline": baseline.n_rows, "current": current.n_rows},
-        "checks": [c.as_json() | {"violated": c.violated, "skipped": c.skipped} for c in checks],
-    }
-    statistics = to_statistics(current, window, args.data)
-    for name, doc in (("statistics.json", statistics), ("violations.json", violations)):
-        with open(os.path.join(out, name), "w", encoding="utf-8") as handle:
-            json.dump(doc, handle, indent=1, ensure_ascii=False, allow_nan=False)
-            handle.write("\n")
-    return os.path.join(os.path.abspath(args.out), "violations.json")
-
-
-def prepare_out(path: str) -> None:
-    """Check ``--out`` before any work: a folder that is, or can be created, writable.
-
-    A failed run must not leave a verdict behind, so an old ``violations.json`` is removed first.
-    """
-    out = os.path.abspath(path)
-    if os.path.lexists(out) and not os.path.isdir(out):
-        raise ValueError(f"--out {path} exists and is not a folder")
-    existing = out
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {path} is not a writable folder ({existing} is not writable)")
-    stale = os.path.join(out, "violations.json")
-    if os.path.lexists(stale):
-        try:
-            os.unlink(stale)  # a link is removed, never followed
-        except OSError as exc:
-            raise ValueError(f"--out {path}: cannot replace violations.json: {exc.strerror or exc}") from None
-
-
-def stage_dir(path: str) -> str:
-    """A staging folder inside ``--out``: outputs appear there whole, then move into place."""
-    out = os.path.abspath(path)
-    os.makedirs(out, exist_ok=True)
-    return tempfile.mkdtemp(prefix=".capture-report-", dir=out)
-
-
-def publish(stage: str, out: str) -> None:
-    """Move the staged outputs into ``out``, replacing links rather than following them;
-    violations.json last, so its presence means the whole report was written."""
-    names = sorted(os.listdir(stage), key=lambda n: n == "violations.json")
-    for name in names:
-        src, dst = os.path.join(stage, name), os.path.join(out, name)
-        if os.path.isdir(src):
-            if os.path.islink(dst) or (os.path.lexists(dst) and not os.path.isdir(dst)):
-                os.unlink(dst)
-            os.makedirs(dst, exist_ok=True)
-            for leaf in os.listdir(src):
-                os.replace(os.path.join(src, leaf), os.path.join(dst, leaf))
-        else:
-            if os.path.isdir(dst) and not os.path.islink(dst):
-                shutil.rmtree(dst)
-            os.replace(src, dst)
-    shutil.rmtree(stage, ignore_errors=True)
-
-
 def _fail(args: argparse.Namespace, message: str) -> int:
     """One line on stderr (and in --exit-message): never a traceback, never a drift code."""
     message = " ".join(message.split())[:2000]
@@ -392,19 +280,21 @@ def _report(args: argparse.Namespace, window: Window) -> int:
     thresholds = Thresholds(args.p_value, args.distance, args.small_sample)
     checks = compare(baseline, current, thresholds)
     code = exit_code(checks)
-    outputs = (args, baseline, current, checks, window_text, baseline_source, code)
+    found = Findings(args.data, window_text, baseline_source, baseline, current, checks, thresholds, code)
     try:
         args.stage = stage_dir(args.out)
     except OSError as exc:
         raise SourceError(f"cannot write the report to {args.out}: {exc.strerror or exc}") from exc
-    report = None if args.no_html else write_html(*outputs)
-    violations = write_json(*outputs)
+    if not args.no_html:
+        write_html(found, args.stage)
+    write_json(found, args.stage)
+    out = os.path.abspath(args.out)
     try:
-        publish(args.stage, os.path.abspath(args.out))
+        publish(args.stage, out)
     except OSError as exc:
         raise SourceError(f"cannot write the report to {args.out}: {exc}") from exc
-    if report:
-        report = os.path.join(os.path.abspath(args.out), "report.html")
+    report = None if args.no_html else os.path.join(out, "report.html")
+    violations = os.path.join(out, "violations.json")
     drifted = sorted({c.feature for c in checks if c.violated and c.check_type == DRIFT})
     other = sum(c.violated and c.check_type != DRIFT for c in checks)
     verdict = f"drift in {', '.join(drifted)}" if drifted else "no drift"
