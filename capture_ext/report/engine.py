@@ -29,8 +29,9 @@ from capture_ext.report.descriptors import (
     Series,
     _describe,
 )
+from capture_ext.report.dialect import Dialect, validate
 from capture_ext.report.source import SourceError, Window
-from capture_ext.report.sql import MAX_CATEGORY_ROWS, OTHER, Builder, Dialect, Field, kind_of, validate
+from capture_ext.report.sql import MAX_CATEGORY_ROWS, OTHER, Builder, Field, kind_of
 from capture_ext.report.timeseries import bucket_seconds, bucket_start, series_features
 
 log = logging.getLogger(__name__)

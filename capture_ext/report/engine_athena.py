@@ -17,10 +17,10 @@ import os
 import time
 from typing import Any
 
+from capture_ext.report.dialect import TRINO, quote
 from capture_ext.report.engine import DataSource, SqlEngine
 from capture_ext.report.files import partition_bounds
 from capture_ext.report.source import SourceError, Window
-from capture_ext.report.sql import TRINO, quote
 
 log = logging.getLogger(__name__)
 TABLES = {"parquet": "inference_capture_parquet", "jsonl": "inference_capture_jsonl"}

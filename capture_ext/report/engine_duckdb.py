@@ -19,10 +19,11 @@ import shutil
 import tempfile
 from typing import Any
 
+from capture_ext.report.dialect import DUCKDB, quote
 from capture_ext.report.engine import DataSource, SqlEngine
 from capture_ext.report.files import Listing, find
 from capture_ext.report.source import SourceError, Window
-from capture_ext.report.sql import DUCKDB, MAX_KEY_SETS, Builder, Field, quote
+from capture_ext.report.sql import MAX_KEY_SETS, Builder, Field
 
 log = logging.getLogger(__name__)
 DEFAULT_MEMORY_LIMIT = "512MB"

@@ -19,11 +19,12 @@ import duckdb
 import pytest
 import sqlglot
 
+from capture_ext.report.dialect import DUCKDB, TRINO, validate
 from capture_ext.report.drift import DRIFT, Thresholds, compare
 from capture_ext.report.engine import DataSource, Engine, open_engine
 from capture_ext.report.engine_athena import AthenaEngine
 from capture_ext.report.source import Window
-from capture_ext.report.sql import DUCKDB, TRINO, Builder, validate
+from capture_ext.report.sql import Builder
 from capture_ext.report.synth import START, capture_objects, make_records, write_tree
 
 DAY = timedelta(days=1)
