@@ -19,7 +19,6 @@ import os
 import signal
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -40,6 +39,7 @@ from capture_ext.emulator.processes import (
     SandboxProcess,
     discover_extensions,
     extension_environment,
+    function_environment,
 )
 from capture_ext.emulator.telemetry import TelemetryHub
 
@@ -48,52 +48,6 @@ log = logging.getLogger(__name__)
 
 def epoch_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def function_environment(cfg: EmulatorConfig, runtime_api: str) -> dict[str, str]:
-    """The variables Lambda sets for a Python function, then the function's own configuration.
-
-    In RIE mode the whole environment of the emulator is inherited and only the variables RIE
-    itself sets are added, as RIE starts its children with its own environment.
-    """
-    if cfg.rie:
-        day = datetime.now(UTC).strftime("%Y/%m/%d")
-        env = dict(os.environ)
-        env.update(
-            {
-                "AWS_LAMBDA_FUNCTION_NAME": cfg.function_name,
-                "AWS_LAMBDA_FUNCTION_VERSION": cfg.function_version,
-                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(cfg.memory_mb),
-                "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{cfg.function_name}",
-                "AWS_LAMBDA_LOG_STREAM_NAME": f"{day}/[{cfg.function_version}]{uuid.uuid4().hex}",
-                "AWS_LAMBDA_RUNTIME_API": runtime_api,
-                "_HANDLER": cfg.handler,
-            }
-        )
-        env.update(cfg.env)
-        return env
-    env = {k: os.environ[k] for k in cfg.inherit_env if k in os.environ}
-    day = datetime.now(UTC).strftime("%Y/%m/%d")
-    env.update(
-        {
-            "AWS_LAMBDA_FUNCTION_NAME": cfg.function_name,
-            "AWS_LAMBDA_FUNCTION_VERSION": cfg.function_version,
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(cfg.memory_mb),
-            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{cfg.function_name}",
-            "AWS_LAMBDA_LOG_STREAM_NAME": f"{day}/[{cfg.function_version}]{uuid.uuid4().hex}",
-            "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
-            "AWS_LAMBDA_RUNTIME_API": runtime_api,
-            "AWS_REGION": cfg.region,
-            "AWS_DEFAULT_REGION": cfg.region,
-            "AWS_EXECUTION_ENV": f"AWS_Lambda_python{sys.version_info.major}.{sys.version_info.minor}",
-            "LAMBDA_TASK_ROOT": str(cfg.task_root),
-            "LAMBDA_RUNTIME_DIR": str(os.path.dirname(cfg.python)),
-            "TZ": ":UTC",
-            "_HANDLER": cfg.handler,
-        }
-    )
-    env.update(cfg.env)
-    return env
 
 
 class Sandbox(ApiCalls):

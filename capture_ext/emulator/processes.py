@@ -19,13 +19,17 @@ import itertools
 import logging
 import os
 import signal
+import sys
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from capture_ext.emulator import scope
+from capture_ext.emulator.model import EmulatorConfig
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,39 @@ _EXTENSION_DROPPED = frozenset(
         "LAMBDA_TASK_ROOT",
     }
 )
+
+
+def function_environment(cfg: EmulatorConfig, runtime_api: str) -> dict[str, str]:
+    """The variables Lambda sets for a Python function, then the function's own configuration.
+
+    In RIE mode the whole environment of the emulator is inherited and only the variables RIE
+    itself sets are added, as RIE starts its children with its own environment.
+    """
+    day = datetime.now(UTC).strftime("%Y/%m/%d")
+    both = {
+        "AWS_LAMBDA_FUNCTION_NAME": cfg.function_name,
+        "AWS_LAMBDA_FUNCTION_VERSION": cfg.function_version,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(cfg.memory_mb),
+        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{cfg.function_name}",
+        "AWS_LAMBDA_LOG_STREAM_NAME": f"{day}/[{cfg.function_version}]{uuid.uuid4().hex}",
+        "AWS_LAMBDA_RUNTIME_API": runtime_api,
+        "_HANDLER": cfg.handler,
+    }
+    if cfg.rie:
+        return {**os.environ, **both, **cfg.env}
+    inherited = {k: os.environ[k] for k in cfg.inherit_env if k in os.environ}
+    return {
+        **inherited,
+        **both,
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+        "AWS_REGION": cfg.region,
+        "AWS_DEFAULT_REGION": cfg.region,
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_python{sys.version_info.major}.{sys.version_info.minor}",
+        "LAMBDA_TASK_ROOT": str(cfg.task_root),
+        "LAMBDA_RUNTIME_DIR": str(os.path.dirname(cfg.python)),
+        "TZ": ":UTC",
+        **cfg.env,
+    }
 
 
 def extension_environment(function_env: Mapping[str, str], *, rie: bool = False) -> dict[str, str]:
