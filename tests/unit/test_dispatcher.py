@@ -1,6 +1,5 @@
 """Dispatcher behaviour with in-memory test sinks (the contract, not a stand-in for AWS)."""
 
-import asyncio
 import random
 import time
 
@@ -11,39 +10,7 @@ from capture_ext.core.dispatcher import Dispatcher
 from capture_ext.core.ledger import Ledger
 from capture_ext.core.store import Store
 from capture_ext.models import Batch, WriteResult
-
-
-class ScriptedSink:
-    """Answers write_batch from a script of results, recording every batch it saw."""
-
-    def __init__(self, name, script=(), delay=0.0):
-        self.name = name
-        self.script = list(script)
-        self.delay = delay
-        self.seen: list[Batch] = []
-        self.delivered: list[str] = []
-        self.started = 0
-        self.closed = False
-
-    async def start(self):
-        self.started += 1
-
-    async def write_batch(self, batch):
-        self.seen.append(batch)
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        result = self.script.pop(0) if self.script else WriteResult.ok()
-        if callable(result):
-            result = result(batch)
-        if isinstance(result, Exception):
-            raise result
-        failed = set(result.failed_ids) if not result.is_ok else set()
-        if result.is_ok or result.failed_ids:
-            self.delivered += [r["inference_id"] for r in batch.records if r["inference_id"] not in failed]
-        return result
-
-    async def close(self, timeout_s):
-        self.closed = True
+from tests.fakes.sinks import ScriptedSink
 
 
 def setup(sinks, records=4, max_attempts=5):

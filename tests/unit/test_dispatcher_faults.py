@@ -18,7 +18,8 @@ from capture_ext.core.ledger import Ledger
 from capture_ext.core.spool import Spool
 from capture_ext.core.store import Store
 from capture_ext.models import Batch, WriteResult
-from tests.unit.test_dispatcher import ScriptedSink, reconciled, setup
+from tests.fakes.sinks import ScriptedSink
+from tests.unit.test_dispatcher import reconciled, setup
 
 
 class FailingStart(ScriptedSink):

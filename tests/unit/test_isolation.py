@@ -8,7 +8,8 @@ import pytest
 
 from capture_ext.core.isolation import IsolatedSink, copy_records
 from capture_ext.testing.contract import make_record
-from tests.unit.test_dispatcher import ScriptedSink, setup
+from tests.fakes.sinks import ScriptedSink
+from tests.unit.test_dispatcher import setup
 
 
 class Raising(ScriptedSink):

@@ -10,29 +10,7 @@ from capture_ext.core.ledger import Ledger
 from capture_ext.core.records import Enricher, normalize
 from capture_ext.core.spool import Spool
 from capture_ext.core.store import Store
-from capture_ext.models import WriteResult
-
-
-class Sink:
-    def __init__(self, name):
-        self.name = name
-        self.down = False
-        self.hint = None
-        self.ids: list[str] = []
-        self.batches: list[str] = []
-
-    async def start(self):
-        pass
-
-    async def write_batch(self, batch):
-        if self.down:
-            return WriteResult.retryable("503 SlowDown", retry_after_s=self.hint)
-        self.ids += [r["inference_id"] for r in batch.records]
-        self.batches.append(batch.batch_id)
-        return WriteResult.ok()
-
-    async def close(self, timeout_s):
-        pass
+from tests.fakes.sinks import ScriptedSink as Sink
 
 
 def build(tmp_path, sinks, memory=4000, spool_bytes=10_000_000, env="env"):
@@ -72,13 +50,13 @@ async def test_a_long_outage_is_held_on_disk_and_caught_up_without_touching_the_
         assert store.budget.used <= store.budget.limit
         ok, sinks = reconciled(ingest, dispatcher, ledger)
         assert ok, sinks
-    assert healthy.ids == sent  # unaffected, in order
+    assert healthy.delivered == sent  # unaffected, in order
     assert store.evicted > 0 and sinks["down"]["spooled"] > 0  # most of the outage is on disk only
     down.down = False
     while dispatcher.has_work(ignore_breakers=True):
         await flush(store, dispatcher)
         assert store.budget.used <= store.budget.limit + 2000  # at most one batch read back past the bound
-    assert sorted(down.ids) == sorted(sent) and len(down.ids) == len(set(down.ids))
+    assert sorted(down.delivered) == sorted(sent) and len(down.delivered) == len(set(down.delivered))
     assert store.loaded > 0
     ok, sinks = reconciled(ingest, dispatcher, ledger)
     assert ok and sinks["down"]["delivered"] == len(sent)
@@ -112,7 +90,7 @@ async def test_without_a_spool_the_memory_bound_drops_and_counts(tmp_path):
 
 async def test_a_throttling_hint_keeps_the_breaker_open_at_least_that_long(tmp_path):
     sink = Sink("a")
-    sink.down, sink.hint = True, 42.0
+    sink.down, sink.retry_after_s = True, 42.0
     ingest, store, dispatcher, _ = build(tmp_path, [sink])
     ingest.accept([normalize({"input": 1})])
     store.seal()
