@@ -42,7 +42,7 @@ example-plugin: setup
 # per package is printed last, and the run fails under the floors (docs/testing.md).
 test: lint example-plugin
 	rm -f .coverage .coverage.*
-	$(PY) -m coverage run -m pytest -q -p no:cacheprovider tests
+	$(PY) -m coverage run -m pytest -q -p no:cacheprovider --durations=20 tests
 	cd $(WEBHOOK_EXAMPLE) && $(CURDIR)/$(PY) -m pytest -q -p no:cacheprovider
 	$(PY) -m coverage combine -q
 	$(PY) -m coverage report --skip-covered --sort=cover
