@@ -38,7 +38,6 @@ def _timed(fn: Callable[[], Any], reps: int) -> list[float]:
 
 
 async def _end_to_end(moto: Moto, batch: list[dict[str, Any]], reps: int) -> dict[str, tuple[Sample, Sample]]:
-    from capture_ext.core.config import Settings
     from capture_ext.models import Batch, SinkContext
     from capture_ext.sinks._parquet import encode_parquet
     from capture_ext.sinks._serialize import encode_jsonl_gz
@@ -49,11 +48,10 @@ async def _end_to_end(moto: Moto, batch: list[dict[str, Any]], reps: int) -> dic
     from capture_ext.sinks.s3_parquet import S3ParquetSink
 
     env = {**moto.env(), "CAPTURE_S3_BUCKET": BUCKET, "CAPTURE_LOG_GROUP": LOG_GROUP}
-    settings = Settings.from_env(env)
     out: dict[str, tuple[Sample, Sample]] = {}
     bodies = {"s3_jsonl": encode_jsonl_gz(batch), "s3_parquet": encode_parquet(batch)}
     for name, cls in (("s3_jsonl", S3JsonlSink), ("s3_parquet", S3ParquetSink), ("cloudwatch", CloudWatchSink)):
-        ctx = SinkContext(name, env, "bench-fn", settings=settings, logger=logging.getLogger(name))
+        ctx = SinkContext(name, env, "bench-fn", logger=logging.getLogger(name))
         sink = cls(ctx)
         await sink.start()
         through_sink, raw = Sample(), Sample()

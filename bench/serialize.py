@@ -208,7 +208,6 @@ class MotoProcess:
 
 async def drain(total: int, batch: int, separate_process: bool) -> dict[str, float]:
     """Seconds to write ``total`` records to the three sinks on a local moto server."""
-    from capture_ext.core.config import Settings
     from capture_ext.models import SinkContext
     from capture_ext.sinks.cloudwatch import CloudWatchSink
     from capture_ext.sinks.s3_jsonl import S3JsonlSink
@@ -219,14 +218,13 @@ async def drain(total: int, batch: int, separate_process: bool) -> dict[str, flo
     try:
         env = {**server.env(), "CAPTURE_S3_BUCKET": "bench", "AWS_LAMBDA_FUNCTION_NAME": "bench-fn"}
         AwsHelper(server.endpoint).create_bucket("bench")
-        settings = Settings.from_env(env)
         records = make_records(total)
         batches = [
             Batch(f"{ENV_ID}-{n:08d}", ENV_ID, n, tuple(records[i : i + batch]))
             for n, i in enumerate(range(0, total, batch), start=1)
         ]
         sinks: list[Any] = [
-            cls(SinkContext(name, env, "bench-fn", environment_id=ENV_ID, settings=settings))
+            cls(SinkContext(name, env, "bench-fn", environment_id=ENV_ID))
             for name, cls in (("s3_jsonl", S3JsonlSink), ("s3_parquet", S3ParquetSink), ("cloudwatch", CloudWatchSink))
         ]
 

@@ -10,10 +10,9 @@ import enum
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-if TYPE_CHECKING:
-    from capture_ext.core.config import Settings
+from capture_ext.variables import Variable
 
 #: An enriched record as sinks see it: the user's fields plus ``function_name``,
 #: ``function_version``, ``environment_id``, ``captured_at`` and ``sequence``.
@@ -101,12 +100,16 @@ class Batch:
         return Batch(self.batch_id, self.environment_id, self.sequence, kept, attempt)
 
 
+#: Where a plugin author reads what changed in the sink contract.
+CONTRACT_DOC = "docs/writing-sinks.md#configuration"
+
+
 @dataclass(frozen=True, slots=True)
 class SinkContext:
-    """Everything a sink factory may need, handed over once at start-up.
+    """What the extension gives a sink factory, once at start-up: the same for built-in and plugin sinks.
 
-    Third-party sinks read their own ``CAPTURE_<SINK>_*`` variables from ``env``; built-in
-    sinks use the validated ``settings``.
+    A sink reads its own settings from ``env`` (built-ins through a config object, see
+    :mod:`capture_ext.variables`); ``env`` is the extension's environment, or what a test passes.
     """
 
     name: str
@@ -115,8 +118,18 @@ class SinkContext:
     function_version: str = "$LATEST"
     environment_id: str = "local"
     region: str = "us-east-1"
-    settings: Settings | None = None
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("capture_ext.sinks"))
+
+    def __getattr__(self, attr: str) -> Any:
+        # Only reached for names the context lacks: say what replaced the old ``settings``.
+        if attr == "settings":
+            raise AttributeError(
+                f"SinkContext has no 'settings' any more (sink {self.name!r}): read your CAPTURE_<SINK>_* "
+                f"variables from ctx.env, e.g. with a capture_ext.variables.EnvConfig; see {CONTRACT_DOC}",
+                name=attr,
+                obj=self,
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}", name=attr, obj=self)
 
 
 @runtime_checkable
@@ -140,4 +153,15 @@ class Sink(Protocol):
 
 
 SinkFactory = Callable[[SinkContext], Sink]
-SinkRegistrar = Callable[[str, SinkFactory], None]
+
+
+class SinkRegistrar(Protocol):
+    """The ``register`` argument of the ``capture_register_sinks`` hook.
+
+    ``variables`` are the environment variables the sink reads (its config object's
+    ``variables()``): ``capture-ext plugins`` lists them, the configuration check validates them
+    for the sinks in ``CAPTURE_SINKS``, and the built-ins' are the sink table of
+    docs/configuration.md.
+    """
+
+    def __call__(self, name: str, factory: SinkFactory, *, variables: Sequence[Variable] = ()) -> None: ...

@@ -428,12 +428,8 @@ class Extension:
 def _with_function(settings: Settings, name: str, version: str) -> Settings:
     from dataclasses import replace
 
-    log_group = settings.log_group
-    if log_group == f"/aws/capture-ext/{settings.function_name}" and name != settings.function_name:
-        log_group = f"/aws/capture-ext/{name}"
-    return replace(
-        settings, function_name=name, function_version=version or settings.function_version, log_group=log_group
-    )
+    # Sinks derive their defaults from the name (the cloudwatch log group) when they are built, after this.
+    return replace(settings, function_name=name, function_version=version or settings.function_version)
 
 
 def install_signal_handlers(loop: asyncio.AbstractEventLoop, task: asyncio.Task[int]) -> None:

@@ -17,7 +17,7 @@ import inspect
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ import pluggy
 
 from capture_ext import hookspecs
 from capture_ext.models import SinkFactory
+from capture_ext.variables import Variable
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ ENTRY_POINT_GROUP = "capture_ext"
 BUILTIN_PREFIX = "builtin_"
 #: Sink names end up in ``CAPTURE_SINKS`` (comma-separated) and ``CAPTURE_<SINK>_*`` variables.
 SINK_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+VARIABLE_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
 
 class PluginError(Exception):
@@ -74,6 +76,7 @@ class Plugins:
         self._order: list[str] = []
         self._factories: dict[str, SinkFactory] = {}
         self._owners: dict[str, str] = {}
+        self._variables: dict[str, tuple[Variable, ...]] = {}
         self._collected = False
 
     # -- registration -------------------------------------------------------------------
@@ -230,8 +233,10 @@ class Plugins:
                 self._fail(info, PluginError("capture_register_sinks cannot be a wrapper"), "is ignored")
                 continue
 
-            def register(name: str, factory: SinkFactory, _owner: str = owner) -> None:
-                self._add_factory(name, factory, _owner)
+            def register(
+                name: str, factory: SinkFactory, *, variables: Sequence[Variable] = (), _owner: str = owner
+            ) -> None:
+                self._add_factory(name, factory, _owner, variables)
 
             kwargs: dict[str, Any] = {"register": register}
             try:
@@ -240,8 +245,33 @@ class Plugins:
                 self._fail(info, exc, "raised in capture_register_sinks")
         return dict(self._factories)
 
-    def _add_factory(self, name: str, factory: SinkFactory, owner: str) -> None:
+    def sink_variables(self) -> dict[str, tuple[Variable, ...]]:
+        """Sink name -> the variables it declared with ``register(..., variables=...)``."""
+        self.sink_factories()
+        return {name: self._variables.get(name, ()) for name in self._factories}
+
+    def _check_variables(self, name: str, variables: Any) -> str | None:
+        """Why ``variables`` cannot be registered for sink ``name``, or None."""
+        from capture_ext.core.config import VARIABLES
+
+        if isinstance(variables, (str, bytes)) or not isinstance(variables, Iterable):
+            return f"variables of sink {name!r} must be a sequence of capture_ext.variables.Variable"
+        core = {var.name for var in VARIABLES}
+        for var in variables:
+            if not isinstance(var, Variable):
+                return f"variables of sink {name!r} must be capture_ext.variables.Variable objects, not {var!r:.60}"
+            if not VARIABLE_NAME.match(var.name):
+                return f"sink {name!r} declares variable {var.name!r}: use upper-case letters, digits and '_'"
+            if var.name in core:
+                return f"sink {name!r} declares {var.name}, which is one of capture-ext's own variables"
+        return None
+
+    def _add_factory(self, name: str, factory: SinkFactory, owner: str, variables: Sequence[Variable] = ()) -> None:
         info = self.infos[owner]
+        problem = self._check_variables(name, variables)
+        if problem is not None:
+            self._fail(info, PluginError(problem), "registered a sink badly")
+            return
         if not isinstance(name, str) or not SINK_NAME.match(name):
             self._fail(
                 info,
@@ -265,7 +295,23 @@ class Plugins:
             return
         self._factories[name] = factory
         self._owners[name] = owner
+        self._variables[name] = tuple(variables)
         info.sinks.append(name)
+        self._warn_on_redefinitions(name)
+
+    def _warn_on_redefinitions(self, name: str) -> None:
+        """Two sinks may read one variable (the S3 sinks share theirs), but must mean the same by it."""
+        for var in self._variables[name]:
+            for other, declared in self._variables.items():
+                first = next((v for v in declared if v.name == var.name), None)
+                if other == name or first is None or first == var:
+                    continue
+                self.warnings.append(
+                    f"sinks {other!r} and {name!r} both read {var.name} but declare it differently "
+                    f"(defaults {first.default!r} and {var.default!r}); set it with both in mind"
+                )
+                logger.warning("%s", self.warnings[-1])
+                break
 
     def describe(self, plugin_name: str) -> str:
         """``module from distribution version`` for messages."""

@@ -3,8 +3,9 @@
 It runs the same discovery as the extension (entry-point group ``capture_ext``, honouring
 ``CAPTURE_DISABLED_PLUGINS``) and asks every plugin for its sinks, so "my sink is not picked up"
 is answered here rather than in a Lambda log. Exit status 1 means something is wrong: a plugin
-failed, ``CAPTURE_SINKS`` names a sink nobody registers, or a selected sink's Python package (its
-``requires``) is not installed.
+failed, ``CAPTURE_SINKS`` names a sink nobody registers, a selected sink's Python package (its
+``requires``) is not installed, or one of its variables is missing or invalid. Every sink's
+variables are listed as the sink registered them (``register(name, factory, variables=...)``).
 """
 
 from __future__ import annotations
@@ -14,12 +15,27 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from capture_ext.argparsing import OneLineParser
 from capture_ext.core.config import Settings
 from capture_ext.core.plugins import ENTRY_POINT_GROUP, Plugins, get_plugin_manager
 from capture_ext.core.sink_setup import missing_requirement
+from capture_ext.variables import ConfigError, Variable
+
+
+def describe_variable(var: Variable, env: Mapping[str, str]) -> dict[str, Any]:
+    """One declared variable as data; a secret's value is never included, only whether it is set."""
+    return {
+        "name": var.name,
+        "default": None if var.required else var.default,
+        "default_doc": var.default_doc or None,
+        "required": var.required,
+        "secret": var.secret,
+        "doc": var.doc,
+        "set": var.name in env,
+    }
 
 
 def collect(env: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
@@ -27,6 +43,7 @@ def collect(env: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
     settings = Settings.from_env(env)
     plugins: Plugins = get_plugin_manager(load_entrypoints=True, disabled=settings.disabled_plugins)
     factories = plugins.sink_factories()
+    declared = plugins.sink_variables()
     selected = []
     for name in settings.sinks:
         owner = plugins.sink_owner(name)
@@ -34,8 +51,13 @@ def collect(env: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
         if not owner:
             close = difflib.get_close_matches(name, sorted(factories), n=1)
             entry["error"] = f"no plugin registers sink {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
-        elif name in factories and (missing := missing_requirement(factories[name])) is not None:
-            entry["error"] = f"sink {name!r} {missing}"
+        else:
+            missing = missing_requirement(factories[name])
+            problems = [missing] if missing else []
+            if bad := _invalid(declared.get(name, ()), env):
+                problems.append(f"is misconfigured: {'; '.join(bad)}")
+            if problems:
+                entry["error"] = f"sink {name!r} " + "; it ".join(problems)
         selected.append(entry)
     return {
         "entry_point_group": ENTRY_POINT_GROUP,
@@ -49,6 +71,9 @@ def collect(env: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
                 "version": info.version or None,
                 "status": info.status,
                 "sinks": sorted(info.sinks),
+                "variables": {
+                    sink: [describe_variable(var, env) for var in declared.get(sink, ())] for sink in sorted(info.sinks)
+                },
                 "hooks": info.hooks,
                 "error": info.error or None,
             }
@@ -59,6 +84,25 @@ def collect(env: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
         "errors": plugins.errors + [entry["error"] for entry in selected if "error" in entry],
         "warnings": plugins.warnings,
     }
+
+
+def _invalid(variables: tuple[Variable, ...], env: Mapping[str, str]) -> list[str]:
+    problems = []
+    for var in variables:
+        try:
+            var.read(env)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def _variables_line(variables: list[dict[str, Any]]) -> str:
+    cells = []
+    for var in variables:
+        shown = (var["default_doc"] or "").replace("`", "") or var["default"]
+        default = "(required)" if var["required"] else f"={shown}" if shown else "=''"
+        cells.append(f"{var['name']}{' ' if var['required'] else ''}{default}" + (" (secret)" if var["secret"] else ""))
+    return ", ".join(cells)
 
 
 def render(report: dict[str, Any]) -> str:
@@ -78,10 +122,11 @@ def render(report: dict[str, Any]) -> str:
         rows.append((p["name"], origin, p["module"], detail))
     widths = [max((len(row[i]) for row in rows), default=0) for i in range(3)]
     lines = [f"entry-point group {report['entry_point_group']!r}: {len(rows)} plugins in {report['load_ms']} ms"]
-    lines += [
-        "  " + "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)) + "  " + row[3]
-        for row in rows
-    ]
+    for row, plugin in zip(rows, report["plugins"], strict=True):
+        lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)) + "  " + row[3])
+        for sink, variables in plugin["variables"].items():
+            if variables:
+                lines.append(f"      {sink} reads: {_variables_line(variables)}")
     chosen = ", ".join(f"{s['name']} ({s['plugin'] or 'missing'})" for s in report["selected"])
     lines.append(f"CAPTURE_SINKS: {chosen or '-'}")
     lines += [f"warning: {warning}" for warning in report["warnings"]]

@@ -46,6 +46,19 @@ def missing_requirement(factory: Callable[..., Any]) -> str | None:
     return None
 
 
+def sink_context(name: str, settings: Settings, env: Mapping[str, str], environment_id: str) -> SinkContext:
+    """What a sink factory is given: the same for built-in and plugin sinks."""
+    return SinkContext(
+        name=name,
+        env=env,
+        function_name=settings.function_name,
+        function_version=settings.function_version,
+        environment_id=environment_id,
+        region=settings.region,
+        logger=logging.getLogger(f"capture_ext.sinks.{name}"),
+    )
+
+
 def build_sinks(
     settings: Settings, env: Mapping[str, str], environment_id: str
 ) -> tuple[dict[str, Sink], PrepareHook | None, list[str]]:
@@ -69,16 +82,7 @@ def build_sinks(
             problems.append(f"sink {name!r} is disabled: {missing}")
             logger.error("%s", problems[-1])
             continue
-        context = SinkContext(
-            name=name,
-            env=env,
-            function_name=settings.function_name,
-            function_version=settings.function_version,
-            environment_id=environment_id,
-            region=settings.region,
-            settings=settings,
-            logger=logging.getLogger(f"capture_ext.sinks.{name}"),
-        )
+        context = sink_context(name, settings, env, environment_id)
         try:
             if plugins.is_builtin_sink(name):
                 sinks[name] = factory(context)

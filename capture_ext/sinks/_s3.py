@@ -12,15 +12,27 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from capture_ext.core.config import ConfigError, Settings
 from capture_ext.models import Batch, Outcome, Record, SinkContext, WriteResult
 from capture_ext.sinks._aws import AwsSink, ErrorReporter, LazyClient, error_code
 from capture_ext.sinks._layout import group_by_partition, object_key, partition_path
+from capture_ext.variables import EnvConfig, setting
 
 #: Objects of one batch uploaded at once; a batch rarely spans more than two hours.
 MAX_CONCURRENT_PUTS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class S3Config(EnvConfig):
+    """The settings both S3 sinks read."""
+
+    bucket: str = setting("CAPTURE_S3_BUCKET", "", "Bucket the S3 sinks write to.", required=True)
+    prefix: str = setting("CAPTURE_S3_PREFIX", "inference-capture", "Key prefix of the S3 sinks' objects.")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prefix", self.prefix.strip("/"))
 
 
 class S3Sink(AwsSink):
@@ -33,19 +45,17 @@ class S3Sink(AwsSink):
     #: (function name, capture time) -> the key segments between the folder and the file name.
     partition = staticmethod(partition_path)
 
-    def __init__(self, ctx: SinkContext) -> None:
-        settings = ctx.settings or Settings.from_env(ctx.env)
-        if not settings.s3_bucket:
-            raise ConfigError(f"sink {ctx.name!r} needs CAPTURE_S3_BUCKET (the bucket to write to); it is unset")
+    def __init__(self, ctx: SinkContext, config: S3Config | None = None) -> None:
+        self.config = config or S3Config.from_env(ctx.env)
         self.name = ctx.name
-        self.bucket = settings.s3_bucket
-        self.prefix = settings.s3_prefix.strip("/")
-        self.function_name = ctx.function_name or settings.function_name
+        self.bucket = self.config.bucket
+        self.prefix = self.config.prefix
+        self.function_name = ctx.function_name
+        self.region = ctx.region
         self.logger = ctx.logger
-        self.client = LazyClient("s3", ctx.env, ctx.region or settings.region, "S3")
+        self.client = LazyClient("s3", ctx.env, ctx.region, "S3")
         self.errors = ErrorReporter(ctx.name, ctx.logger)
         self.stats = {"objects": 0, "records": 0, "bytes": 0}
-        self._settings = settings
 
     def encode(self, records: Sequence[Record]) -> bytes:
         raise NotImplementedError
@@ -120,5 +130,5 @@ class S3Sink(AwsSink):
         if code == "NoSuchBucket":
             return f"bucket {self.bucket!r} does not exist (create it, or fix CAPTURE_S3_BUCKET)"
         if code in {"PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"}:
-            return f"bucket {self.bucket!r} is in another Region than {self._settings.region!r}"
+            return f"bucket {self.bucket!r} is in another Region than {self.region!r}"
         return ""

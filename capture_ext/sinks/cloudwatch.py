@@ -23,12 +23,12 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from capture_ext.core.config import Settings
 from capture_ext.hookspecs import hookimpl
 from capture_ext.models import Batch, Outcome, Record, SinkContext, SinkRegistrar, WriteResult
 from capture_ext.sinks._aws import AwsSink, ErrorReporter, LazyClient, error_code
 from capture_ext.sinks._layout import captured_at, epoch_ms, stream_name
 from capture_ext.sinks._serialize import dumps, fit
+from capture_ext.variables import EnvConfig, boolean, setting
 
 NAME = "cloudwatch"
 MAX_EVENTS_PER_REQUEST = 10_000
@@ -42,6 +42,28 @@ MAX_AGE_MS = 14 * 24 * 3600 * 1000
 MAX_AHEAD_MS = 2 * 3600 * 1000
 #: Clamped timestamps stay this far inside the accepted window, for clock skew.
 CLAMP_MARGIN_MS = 5 * 60 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class CloudWatchConfig(EnvConfig):
+    """The ``cloudwatch`` sink's settings."""
+
+    log_group: str = setting(
+        "CAPTURE_LOG_GROUP",
+        "",
+        "CloudWatch Logs group the `cloudwatch` sink writes to.",
+        default_doc="`/aws/capture-ext/<function>`",
+    )
+    create_group: bool = setting(
+        "CAPTURE_LOG_GROUP_CREATE",
+        "1",
+        "`1`: create the log group when it is missing (needs `logs:CreateLogGroup`).",
+        boolean,
+    )
+
+    def group_for(self, function_name: str) -> str:
+        """The configured group, or the default one of ``function_name``."""
+        return self.log_group or f"/aws/capture-ext/{function_name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,13 +138,13 @@ def rejected_indices(info: dict[str, Any] | None, count: int) -> set[int]:
 class CloudWatchSink(AwsSink):
     """``start()`` opens the client only: a log stream is created by the first batch that needs it."""
 
-    def __init__(self, ctx: SinkContext) -> None:
-        settings = ctx.settings or Settings.from_env(ctx.env)
+    def __init__(self, ctx: SinkContext, config: CloudWatchConfig | None = None) -> None:
+        self.config = config or CloudWatchConfig.from_env(ctx.env)
         self.name = ctx.name
-        self.log_group = settings.log_group
-        self.create_group = settings.log_group_create
-        self.function_name = ctx.function_name or settings.function_name
-        self.region = ctx.region or settings.region
+        self.log_group = self.config.group_for(ctx.function_name)
+        self.create_group = self.config.create_group
+        self.function_name = ctx.function_name
+        self.region = ctx.region
         self.logger = ctx.logger
         self.client = LazyClient("logs", ctx.env, self.region, "CLOUDWATCH_LOGS")
         self.errors = ErrorReporter(ctx.name, ctx.logger)
@@ -267,4 +289,4 @@ class CloudWatchSink(AwsSink):
 
 @hookimpl
 def capture_register_sinks(register: SinkRegistrar) -> None:
-    register(NAME, CloudWatchSink)
+    register(NAME, CloudWatchSink, variables=CloudWatchConfig.variables())

@@ -14,12 +14,13 @@ resend.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from capture_ext.core.config import ConfigError, Settings
 from capture_ext.hookspecs import hookimpl
 from capture_ext.models import Batch, Outcome, Record, SinkContext, SinkRegistrar, WriteResult
 from capture_ext.sinks._aws import AwsSink, ErrorReporter, LazyClient, error_code
 from capture_ext.sinks._serialize import dumps, fit
+from capture_ext.variables import EnvConfig, setting
 
 NAME = "firehose"
 MAX_RECORDS_PER_REQUEST = 500
@@ -49,14 +50,21 @@ def plan_requests(blobs: Sequence[bytes]) -> list[list[int]]:
     return requests
 
 
+@dataclass(frozen=True, slots=True)
+class FirehoseConfig(EnvConfig):
+    """The ``firehose`` sink's settings."""
+
+    stream: str = setting(
+        "CAPTURE_FIREHOSE_STREAM", "", "Delivery stream the `firehose` sink writes to.", required=True
+    )
+
+
 class FirehoseSink(AwsSink):
-    def __init__(self, ctx: SinkContext) -> None:
-        settings = ctx.settings or Settings.from_env(ctx.env)
-        if not settings.firehose_stream:
-            raise ConfigError(f"sink {ctx.name!r} needs CAPTURE_FIREHOSE_STREAM (the delivery stream); it is unset")
+    def __init__(self, ctx: SinkContext, config: FirehoseConfig | None = None) -> None:
+        self.config = config or FirehoseConfig.from_env(ctx.env)
         self.name = ctx.name
-        self.stream = settings.firehose_stream
-        self.region = ctx.region or settings.region
+        self.stream = self.config.stream
+        self.region = ctx.region
         self.logger = ctx.logger
         self.client = LazyClient("firehose", ctx.env, self.region, "FIREHOSE")
         self.errors = ErrorReporter(ctx.name, ctx.logger)
@@ -115,4 +123,4 @@ class FirehoseSink(AwsSink):
 
 @hookimpl
 def capture_register_sinks(register: SinkRegistrar) -> None:
-    register(NAME, FirehoseSink)
+    register(NAME, FirehoseSink, variables=FirehoseConfig.variables())

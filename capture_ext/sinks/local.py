@@ -11,12 +11,23 @@ import os
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import IO
 
 import orjson
 
 from capture_ext.hookspecs import hookimpl
 from capture_ext.models import Batch, SinkContext, SinkRegistrar, WriteResult
+from capture_ext.variables import EnvConfig, not_blank, setting
+
+
+@dataclass(frozen=True, slots=True)
+class FileConfig(EnvConfig):
+    """The ``file`` sink's settings."""
+
+    directory: str = setting(
+        "CAPTURE_FILE_DIR", "/tmp/capture-ext/files", "Directory of the `file` sink (JSON Lines).", not_blank
+    )
 
 
 class _ClosableSink:
@@ -100,14 +111,11 @@ class StdoutSink(_ClosableSink):
         return WriteResult.ok()
 
 
-def _file_sink(ctx: SinkContext) -> FileSink:
-    directory = ctx.settings.file_dir if ctx.settings is not None else ctx.env.get("CAPTURE_FILE_DIR", "")
-    if not directory:
-        raise ValueError("CAPTURE_FILE_DIR is empty: the file sink needs a directory")
-    return FileSink(directory)
+def _file_sink(ctx: SinkContext, config: FileConfig | None = None) -> FileSink:
+    return FileSink((config or FileConfig.from_env(ctx.env)).directory)
 
 
 @hookimpl
 def capture_register_sinks(register: SinkRegistrar) -> None:
-    register("file", _file_sink)
+    register("file", _file_sink, variables=FileConfig.variables())
     register("stdout", lambda ctx: StdoutSink())

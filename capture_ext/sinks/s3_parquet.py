@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from capture_ext.hookspecs import hookimpl
 from capture_ext.models import Record, SinkRegistrar
-from capture_ext.sinks._s3 import S3Sink
+from capture_ext.sinks._s3 import S3Config, S3Sink
 
 NAME = "s3_parquet"
 
@@ -35,4 +35,4 @@ class S3ParquetSink(S3Sink):
 
 @hookimpl
 def capture_register_sinks(register: SinkRegistrar) -> None:
-    register(NAME, S3ParquetSink)
+    register(NAME, S3ParquetSink, variables=S3Config.variables())

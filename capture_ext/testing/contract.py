@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import functools
 import inspect
 import json
@@ -47,62 +48,15 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
-from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import pytest
 
 from capture_ext.models import Batch, Outcome, Record, Sink, SinkContext, WriteResult
 from capture_ext.testing import hostile
+from capture_ext.testing.records import make_batch, make_record, odd_records
 
 __all__ = ["SinkContract", "make_batch", "make_record", "odd_records"]
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def make_record(environment_id: str = "contract", sequence: int = 0, **fields: Any) -> Record:
-    """An enriched record as the extension hands it to sinks (a question-answering inference)."""
-    record: Record = {
-        "inference_id": uuid.uuid4().hex,
-        "request_id": str(uuid.uuid4()),
-        "model": {"name": "distilbert-base-cased-distilled-squad", "version": "1"},
-        "timestamp": _now(),
-        "latency_ms": 42.5,
-        "input": {"question": "Where is the extension?", "context": "The extension runs in /opt/extensions."},
-        "output": {"answer": "/opt/extensions", "score": 0.93, "start": 23, "end": 38},
-        "metadata": {"tenant": "contract"},
-        "function_name": "contract-fn",
-        "function_version": "$LATEST",
-        "environment_id": environment_id,
-        "captured_at": _now(),
-        "sequence": sequence,
-    }
-    record.update(fields)
-    return record
-
-
-def make_batch(
-    records: Sequence[Record], environment_id: str = "contract", sequence: int = 1, attempt: int = 1
-) -> Batch:
-    """A sealed batch with the extension's id scheme ``<environment_id>-<sequence:08d>``."""
-    return Batch(f"{environment_id}-{sequence:08d}", environment_id, sequence, tuple(records), attempt)
-
-
-def odd_records(environment_id: str = "contract") -> list[Record]:
-    """Records that are legal but unusual: what breaks naive encoders and schemas."""
-    base = {"environment_id": environment_id}
-    return [
-        make_record(**base, sequence=1, input="", output=""),
-        make_record(**base, sequence=2, input=None, output={"answer": None}),
-        make_record(**base, sequence=3, input={"q": "çava? 日本語 🚀 \u202eRTL", "nul": "a\u0000b"}, output=["é"]),
-        make_record(**base, sequence=4, input={"deep": [[[[{"x": [1, 2.5, -0.0, True, None]}]]]]}, output=0),
-        make_record(**base, sequence=5, input=9007199254740993, output=1e308, latency_ms=None),
-        make_record(**base, sequence=6, input={"text": "x" * 100_000}, output={"answer": "y"}),
-        make_record(**base, sequence=7, model=None, request_id=None, metadata={}, input=[], output={}),
-        make_record(**base, sequence=8, metadata={'weird key \n\t"': {"nested": ["ok"]}}, input={"": ""}),
-    ]
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -149,22 +103,13 @@ class SinkContract:
 
     # -- helpers for subclasses --------------------------------------------------------------
     def context(self, name: str | None = None, env: dict[str, str] | None = None, **overrides: Any) -> SinkContext:
-        """A :class:`SinkContext` like the extension builds, with settings read from ``env``."""
+        """The :class:`SinkContext` the extension would build from ``env`` (``overrides`` win)."""
         from capture_ext.core.config import Settings
+        from capture_ext.core.sink_setup import sink_context
 
         env = {"AWS_LAMBDA_FUNCTION_NAME": "contract-fn", **(env or {})}
-        settings = Settings.from_env(env)
-        fields: dict[str, Any] = {
-            "name": name or self.sink_name or "contract",
-            "env": env,
-            "function_name": settings.function_name,
-            "function_version": settings.function_version,
-            "environment_id": self.environment_id,
-            "region": settings.region,
-            "settings": settings,
-        }
-        fields.update(overrides)
-        return SinkContext(**fields)
+        context = sink_context(name or self.sink_name or "contract", Settings.from_env(env), env, self.environment_id)
+        return dataclasses.replace(context, **overrides) if overrides else context
 
     @property
     def environment_id(self) -> str:

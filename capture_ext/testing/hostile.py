@@ -18,6 +18,14 @@ from typing import NoReturn
 
 from capture_ext.hookspecs import hookimpl
 from capture_ext.models import Batch, Sink, SinkContext, SinkRegistrar, WriteResult
+from capture_ext.variables import Variable, non_negative
+
+BLOCK_S = Variable(
+    "CAPTURE_HOSTILE_BLOCK_S",
+    "3",
+    "Seconds the `*_block`, `*_swallow` and `*_hang` hostile sinks block the loop, ignore cancellation or hang.",
+    non_negative,
+)
 
 #: Factories that never return a sink.
 FACTORY_MODES = ("factory_exit", "factory_interrupt", "factory_cancel", "factory_hang")
@@ -118,6 +126,6 @@ def hostile_factory(mode: str, block_s: float, context: SinkContext | None) -> S
 
 @hookimpl
 def capture_register_sinks(register: SinkRegistrar) -> None:
-    block_s = float(os.environ.get("CAPTURE_HOSTILE_BLOCK_S", "3"))
+    block_s = BLOCK_S.read(os.environ)
     for mode in MODES:
-        register(f"hostile_{mode}", functools.partial(hostile_factory, mode, block_s))
+        register(f"hostile_{mode}", functools.partial(hostile_factory, mode, block_s), variables=(BLOCK_S,))

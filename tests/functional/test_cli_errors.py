@@ -17,6 +17,7 @@ from capture_ext import __version__
 CLI = [sys.executable, "-m", "capture_ext.cli"]
 RUN = [sys.executable, "-m", "capture_ext"]
 CONFIG = [sys.executable, "-m", "capture_ext.core.config"]
+BUCKET = {"CAPTURE_S3_BUCKET": "bucket"}
 
 
 def run(argv: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -39,8 +40,16 @@ CASES = [
     ([*CLI, "local", "--port", "99999"], {}, 2, "99999 is not a TCP port"),
     ([*CLI, "local", "--timeout", "-1"], {}, 2, "--timeout: must be at least"),
     ([*CLI, "local", "--task-root", "/nonexistent"], {}, 2, "'/nonexistent' does not exist"),
-    (CONFIG, {"CAPTURE_FLUSH_MAX_BYTES": "5XB"}, 1, "CAPTURE_FLUSH_MAX_BYTES='5XB' is invalid (expected bytes"),
-    (CONFIG, {"CAPTURE_SAMPLE_RATE": "often"}, 1, "CAPTURE_SAMPLE_RATE='often' is invalid (not a number)"),
+    (CONFIG, {**BUCKET, "CAPTURE_FLUSH_MAX_BYTES": "5XB"}, 1, "CAPTURE_FLUSH_MAX_BYTES='5XB' is invalid (expected"),
+    (CONFIG, {**BUCKET, "CAPTURE_SAMPLE_RATE": "often"}, 1, "CAPTURE_SAMPLE_RATE='often' is invalid (not a number)"),
+    # A selected sink's variables are checked as the sink declared them.
+    (CONFIG, {}, 1, "sink 's3_jsonl': CAPTURE_S3_BUCKET is not set, and it is required"),
+    (
+        CONFIG,
+        {"CAPTURE_SINKS": "firehose,file", "CAPTURE_FIREHOSE_STREAM": "s", "CAPTURE_FILE_DIR": ""},
+        1,
+        "sink 'file': CAPTURE_FILE_DIR",
+    ),
 ]
 
 

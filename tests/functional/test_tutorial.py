@@ -9,6 +9,7 @@ entry points declared in the tutorial's own ``pyproject.toml``. Then the tutoria
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -66,6 +67,9 @@ def test_tutorial_plugin_is_discovered_and_passes_its_tests(tmp_path: Path) -> N
         check=False,
     )
     assert '"sqlite": "sqlite"' in plugins.stdout, plugins.stdout + plugins.stderr
+    listed = json.loads(plugins.stdout)
+    [sqlite] = [p for p in listed["plugins"] if p["name"] == "sqlite"]
+    assert [v["name"] for v in sqlite["variables"]["sqlite"]] == ["CAPTURE_SQLITE_PATH", "CAPTURE_SQLITE_TIMEOUT_S"]
 
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],

@@ -2,8 +2,9 @@
 
 - every hook spec has a heading in docs/hooks.md with its exact signature, and every hook
   heading there is a real hook;
-- every ``CAPTURE_*`` variable of ``core.config.VARIABLES`` has a row in docs/configuration.md
-  with its default, and every documented ``CAPTURE_*`` row exists;
+- every ``CAPTURE_*`` variable of core (``core.config.VARIABLES``) and of the built-in sinks (as
+  they register them) has a row in docs/configuration.md with its default, and every documented
+  ``CAPTURE_*`` row exists;
 - every built-in sink has a heading in docs/sinks.md;
 - the Python blocks of the plugin docs are valid Python, and the tutorial shows `SinkContext` and
   the `WriteResult` constructors as they are.
@@ -20,6 +21,11 @@ import pytest
 
 from capture_ext import hookspecs
 from capture_ext.core.config import VARIABLES, Variable
+from capture_ext.core.config_check import builtin_sink_variables
+from capture_ext.variables import default_cell
+
+#: Core's variables and the built-in sinks'.
+ALL_VARIABLES = VARIABLES + builtin_sink_variables()[0]
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 EMPTY_DEFAULTS = {"", "—", "-", "(none)", "(unset)", "unset", "none", "(required)", "required"}
@@ -90,13 +96,15 @@ def default_shown(cell: str) -> str:
     return cell.strip().strip("`").strip()
 
 
-@pytest.mark.parametrize("var", VARIABLES, ids=lambda v: v.name)
+@pytest.mark.parametrize("var", ALL_VARIABLES, ids=lambda v: v.name)
 def test_every_variable_is_documented_with_its_default(var: Variable) -> None:
     rows = documented_variables()
     assert var.name in rows, f"docs/configuration.md has no table row for `{var.name}`"
     shown = default_shown(rows[var.name][1])
     accepted = {default_shown(var.default_doc)} if var.default_doc else {var.default}
-    if not var.default and not var.default_doc:
+    if var.required:
+        accepted = {default_shown(default_cell(var))}
+    elif not var.default and not var.default_doc:
         accepted = EMPTY_DEFAULTS
     assert shown in accepted, f"docs/configuration.md shows default {shown!r} for {var.name}, expected {accepted}"
 
@@ -106,7 +114,7 @@ def test_every_documented_variable_exists() -> None:
     root = DOCS.parent
     readers = [root / "extensions" / "capture-ext", root / "capture_ext" / "client.py"]
     elsewhere = "\n".join(path.read_text() for path in readers if path.exists())
-    known = {v.name for v in VARIABLES}
+    known = {v.name for v in ALL_VARIABLES}
     stale = {name for name in documented_variables() if name not in known and name not in elsewhere}
     assert not stale, f"docs/configuration.md documents variables the code does not read: {sorted(stale)}"
 

@@ -347,6 +347,7 @@ def test_cli_lists_plugins_sinks_and_problems_as_json(
         "version": "1.0",
         "status": "ok",
         "sinks": ["echo"],
+        "variables": {"echo": []},
         "hooks": None,
         "error": None,
     }

@@ -18,6 +18,7 @@ from cfnlint.api import ManualArgs, lint
 from cfnlint.decode import decode_str
 
 from capture_ext.core.config import VARIABLES
+from capture_ext.core.config_check import builtin_sink_variables
 from capture_ext.core.records import ENRICHED_FIELDS, KNOWN_FIELDS
 from capture_ext.sinks._layout import PARTITION_COLUMNS, object_key, partition_path
 from capture_ext.sinks._parquet import COLUMNS as PARQUET_COLUMNS
@@ -116,7 +117,7 @@ def test_function_is_an_image_behind_post_nlp_qa(template: dict[str, Any]) -> No
 
 def test_capture_environment_uses_real_variables(template: dict[str, Any]) -> None:
     env = template["Resources"]["InferenceFunction"]["Properties"]["Environment"]["Variables"]
-    known = {var.name for var in VARIABLES}
+    known = {var.name for var in VARIABLES + builtin_sink_variables()[0]}
     assert set(env) <= known, set(env) - known
     assert env["CAPTURE_SINKS"] == {"Ref": "CaptureSinks"}
     assert env["CAPTURE_FLUSH_INTERVAL_S"] == {"Ref": "CaptureFlushIntervalSeconds"}

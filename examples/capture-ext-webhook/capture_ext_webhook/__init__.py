@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from capture_ext import hookimpl
 from capture_ext.models import SinkRegistrar
-from capture_ext_webhook.sink import WebhookSink
+from capture_ext_webhook.sink import WebhookConfig, WebhookSink
 
-__all__ = ["WebhookSink", "capture_register_sinks"]
+__all__ = ["WebhookConfig", "WebhookSink", "capture_register_sinks"]
 
 
 @hookimpl
 def capture_register_sinks(register: SinkRegistrar) -> None:
-    # The class is the factory: WebhookSink(ctx) reads its CAPTURE_WEBHOOK_* settings.
-    register("webhook", WebhookSink)
+    # The class is the factory: WebhookSink(ctx) reads its CAPTURE_WEBHOOK_* settings. The variables
+    # are declared once, by WebhookConfig; `capture-ext plugins` lists them from here.
+    register("webhook", WebhookSink, variables=WebhookConfig.variables())

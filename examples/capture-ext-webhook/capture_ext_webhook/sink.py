@@ -18,10 +18,10 @@ import http.client
 import json
 import time
 import urllib.parse
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from capture_ext.models import Batch, SinkContext, WriteResult
+from capture_ext.variables import ConfigError, EnvConfig, positive_number, setting
 
 #: Answers worth another attempt: timeout, conflict (a request with this key is in flight),
 #: too early, throttled. Every 5xx is retryable too.
@@ -29,30 +29,27 @@ RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
 
 
 @dataclass(frozen=True, slots=True)
-class WebhookConfig:
-    """The sink's settings, read from ``CAPTURE_WEBHOOK_*`` variables."""
+class WebhookConfig(EnvConfig):
+    """The sink's settings: each field declares its ``CAPTURE_WEBHOOK_*`` variable once.
 
-    url: str
-    token: str = ""
-    timeout_s: float = 5.0
+    ``WebhookConfig.from_env(ctx.env)`` reads and validates them (one :class:`ConfigError` naming
+    every bad variable); ``from_env(env, url=...)`` lets an argument win over the environment.
+    ``WebhookConfig.variables()`` is what the plugin registers, so ``capture-ext plugins`` lists them.
+    """
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> WebhookConfig:
-        """Validate once at start-up: a bad value disables the sink with this message."""
-        url = env.get("CAPTURE_WEBHOOK_URL", "").strip()
-        if not url:
-            raise ValueError("CAPTURE_WEBHOOK_URL is not set: the webhook sink needs the URL to POST batches to")
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise ValueError(f"CAPTURE_WEBHOOK_URL={url!r} is not an http:// or https:// URL")
-        raw_timeout = env.get("CAPTURE_WEBHOOK_TIMEOUT_S", "5")
-        try:
-            timeout_s = float(raw_timeout)
-        except ValueError:
-            timeout_s = -1.0
-        if not timeout_s > 0:
-            raise ValueError(f"CAPTURE_WEBHOOK_TIMEOUT_S={raw_timeout!r} must be a number of seconds > 0")
-        return cls(url=url, token=env.get("CAPTURE_WEBHOOK_TOKEN", ""), timeout_s=timeout_s)
+    url: str = setting(
+        "CAPTURE_WEBHOOK_URL", "", "`http://` or `https://` URL the batches are POSTed to.", required=True
+    )
+    token: str = setting("CAPTURE_WEBHOOK_TOKEN", "", "Sent as `Authorization: Bearer <token>`.", secret=True)
+    timeout_s: float = setting(
+        "CAPTURE_WEBHOOK_TIMEOUT_S", "5", "Seconds for connecting plus the whole response.", positive_number
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "url", self.url.strip())
+        parts = urllib.parse.urlsplit(self.url)
+        if self.url and (parts.scheme not in {"http", "https"} or not parts.hostname):
+            raise ConfigError(f"CAPTURE_WEBHOOK_URL={self.url!r} is not an http:// or https:// URL")
 
 
 def retry_after_s(value: str | None) -> float | None:
@@ -73,9 +70,9 @@ def retry_after_s(value: str | None) -> float | None:
 class WebhookSink:
     """POSTs ``{"batch_id", "environment_id", "sequence", "records"}`` to ``CAPTURE_WEBHOOK_URL``."""
 
-    def __init__(self, ctx: SinkContext) -> None:
+    def __init__(self, ctx: SinkContext, config: WebhookConfig | None = None) -> None:
         self.name = ctx.name
-        self.config = WebhookConfig.from_env(ctx.env)
+        self.config = config or WebhookConfig.from_env(ctx.env)
         self.logger = ctx.logger
         self.closed = False
 

@@ -7,13 +7,14 @@ import re
 from pathlib import Path
 
 import pytest
-from capture_ext_webhook import WebhookSink
+from capture_ext_webhook import WebhookConfig, WebhookSink
 from capture_ext_webhook import sink as sink_module
 from capture_ext_webhook.sink import retry_after_s
 from conftest import Receiver
 
 from capture_ext.models import Outcome, SinkContext
 from capture_ext.testing.contract import make_batch, make_record
+from capture_ext.variables import ConfigError, markdown_table
 
 
 def context(**env: str) -> SinkContext:
@@ -73,7 +74,10 @@ async def test_redirect_is_fatal_and_says_why(receiver: Receiver) -> None:
             {"CAPTURE_WEBHOOK_URL": "http://h/x", "CAPTURE_WEBHOOK_TIMEOUT_S": "soon"},
             "CAPTURE_WEBHOOK_TIMEOUT_S='soon'",
         ),
-        ({"CAPTURE_WEBHOOK_URL": "http://h/x", "CAPTURE_WEBHOOK_TIMEOUT_S": "0"}, "must be a number of seconds > 0"),
+        (
+            {"CAPTURE_WEBHOOK_URL": "http://h/x", "CAPTURE_WEBHOOK_TIMEOUT_S": "0"},
+            "CAPTURE_WEBHOOK_TIMEOUT_S='0' is invalid (must be a number > 0)",
+        ),
     ],
 )
 def test_bad_configuration_names_the_variable(env: dict[str, str], message: str) -> None:
@@ -89,9 +93,34 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
     assert retry_after_s("soon") is None
 
 
-def test_readme_documents_every_variable_the_sink_reads() -> None:
+def test_every_problem_is_named_in_one_message_and_the_token_never_shows() -> None:
+    env = {"CAPTURE_WEBHOOK_TIMEOUT_S": "-1", "CAPTURE_WEBHOOK_TOKEN": "s3cret"}
+    with pytest.raises(ConfigError) as info:
+        WebhookConfig.from_env(env)
+    message = str(info.value)
+    assert "CAPTURE_WEBHOOK_URL is not set" in message and "CAPTURE_WEBHOOK_TIMEOUT_S='-1'" in message
+    config = WebhookConfig.from_env({**env, "CAPTURE_WEBHOOK_URL": "http://h/x", "CAPTURE_WEBHOOK_TIMEOUT_S": "2"})
+    assert "s3cret" not in repr(config) and config.token == "s3cret"
+
+
+def test_an_argument_wins_over_the_environment() -> None:
+    env = {"CAPTURE_WEBHOOK_URL": "http://env/x", "CAPTURE_WEBHOOK_TIMEOUT_S": "9"}
+    config = WebhookConfig.from_env(env, url="https://given/y")
+    assert (config.url, config.timeout_s) == ("https://given/y", 9.0)
+    sink = WebhookSink(context(), config)  # no variable set at all: the config object is enough
+    assert sink.config.url == "https://given/y"
+
+
+def test_the_plugin_registers_the_variables_it_reads() -> None:
+    from capture_ext.core.plugins import get_plugin_manager
+
+    plugins = get_plugin_manager()
+    assert plugins.sink_variables()["webhook"] == WebhookConfig.variables()
     source = Path(sink_module.__file__).read_text()
-    used = set(re.findall(r'"(CAPTURE_WEBHOOK_[A-Z0-9_]+)"', source))
+    assert set(re.findall(r'"(CAPTURE_WEBHOOK_[A-Z0-9_]+)"', source)) == {v.name for v in WebhookConfig.variables()}
+
+
+def test_readme_table_is_generated_from_the_config() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    documented = set(re.findall(r"^\| `(CAPTURE_WEBHOOK_[A-Z0-9_]+)`", readme, flags=re.M))
-    assert used and used == documented
+    block = re.search(r"<!-- BEGIN VARIABLES -->\n(.*?)\n<!-- END VARIABLES -->", readme, flags=re.S)
+    assert block and block.group(1) == markdown_table(WebhookConfig.variables())

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from capture_ext.core.config import Settings
 from capture_ext.models import SinkContext
 from capture_ext.testing.aws import AwsHelper
 from tests.functional.sinks.proxy import AwsProxy
@@ -35,14 +34,12 @@ def make_ctx(aws_env: dict[str, str]) -> MakeContext:
         env.update(variables)
         if endpoint:
             env["AWS_ENDPOINT_URL"] = endpoint
-        settings = Settings.from_env(env)
         return SinkContext(
             name=name,
             env=env,
             function_name=FUNCTION,
             environment_id=ENV_ID,
             region="us-east-1",
-            settings=settings,
             logger=logging.getLogger(f"capture_ext.sinks.{name}"),
         )
 
