@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import pytest
 
 from capture_ext.models import SinkContext
@@ -17,7 +14,6 @@ from capture_ext.sinks.s3_parquet import S3ParquetSink
 from capture_ext.variables import ConfigError, EnvConfig, config_fields
 
 CONFIGS = [S3Config, JsonlConfig, CloudWatchConfig, FirehoseConfig, FileConfig]
-SINKS = Path(__file__).resolve().parents[3] / "capture_ext" / "sinks"
 
 
 def ctx(name: str = "sink", function_name: str = "qa-fn", **env: str) -> SinkContext:
@@ -31,15 +27,6 @@ def test_the_constructor_and_the_environment_agree_on_every_default(config: type
     built = config(**{name: "x" for name, var in config_fields(config) if var.required})
     for name, _ in config_fields(config):
         assert getattr(built, name) == getattr(from_env, name), name
-
-
-def test_no_sink_module_imports_the_core() -> None:
-    for path in SINKS.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom):
-                assert not (node.module or "").startswith("capture_ext.core"), f"{path.name} imports {node.module}"
-            elif isinstance(node, ast.Import):
-                assert not any(a.name.startswith("capture_ext.core") for a in node.names), path.name
 
 
 def test_s3_settings_from_the_environment() -> None:
