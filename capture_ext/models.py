@@ -10,7 +10,7 @@ import enum
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from capture_ext.variables import Variable
 
@@ -120,16 +120,18 @@ class SinkContext:
     region: str = "us-east-1"
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("capture_ext.sinks"))
 
-    def __getattr__(self, attr: str) -> Any:
-        # Only reached for names the context lacks: say what replaced the old ``settings``.
-        if attr == "settings":
-            raise AttributeError(
-                f"SinkContext has no 'settings' any more (sink {self.name!r}): read your CAPTURE_<SINK>_* "
-                f"variables from ctx.env, e.g. with a capture_ext.variables.EnvConfig; see {CONTRACT_DOC}",
-                name=attr,
-                obj=self,
-            )
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}", name=attr, obj=self)
+    if not TYPE_CHECKING:  # hidden from type checkers, which would otherwise accept any attribute
+
+        def __getattr__(self, attr: str) -> Any:
+            # Only reached for names the context lacks: say what replaced the old ``settings``.
+            if attr == "settings":
+                raise AttributeError(
+                    f"SinkContext has no 'settings' any more (sink {self.name!r}): read your CAPTURE_<SINK>_* "
+                    f"variables from ctx.env, e.g. with a capture_ext.variables.EnvConfig; see {CONTRACT_DOC}",
+                    name=attr,
+                    obj=self,
+                )
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}", name=attr, obj=self)
 
 
 @runtime_checkable
