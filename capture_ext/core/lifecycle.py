@@ -65,6 +65,9 @@ class Extension:
                 runtime = await open_runtime(stack, self.settings, self.env, api)
             except StartError as exc:
                 return await self._without_capture(api, str(exc))
+            except Exception as exc:  # a bug in start-up must not fail the function either
+                logger.exception("start-up failed")
+                return await self._without_capture(api, f"could not start ({type(exc).__name__}: {exc})")
             if runtime.problems and self.settings.strict:
                 message = "; ".join(runtime.problems)
                 logger.error("CAPTURE_STRICT=1 and the configuration has problems: %s", message)

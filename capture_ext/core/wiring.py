@@ -76,9 +76,14 @@ class Runtime:
 
     def health(self) -> dict[str, Any]:
         return _health(
-            self.ledger, self.buffer, self.store, self.dispatcher, self.environment_id, self.telemetry_enabled,
+            self.ledger,
+            self.buffer,
+            self.store,
+            self.dispatcher,
+            self.environment_id,
+            self.telemetry_enabled,
             self.progress,
-        )  # fmt: skip
+        )
 
 
 def _health(
