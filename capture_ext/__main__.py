@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m capture_ext") -> 
     logs.configure(os.environ, settings.log_level)
     log = logging.getLogger("capture_ext")
     runtime_api = os.environ.get("AWS_LAMBDA_RUNTIME_API")
-    if not runtime_api:
+    if not runtime_api:  # the only place it is read: the lifecycle is handed the address
         log.error("AWS_LAMBDA_RUNTIME_API is not set: capture-ext runs only as a Lambda extension")
         return 2
     # Register first, with the standard library only: Lambda starts the function's runtime as soon
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m capture_ext") -> 
 
     from capture_ext.core.lifecycle import Extension, install_signal_handlers
 
-    extension = Extension(settings, name=args.name, started_at=STARTED_AT, registration=registration)
+    extension = Extension(settings, registration, runtime_api, started_at=STARTED_AT)
 
     async def run() -> int:
         task = asyncio.current_task()

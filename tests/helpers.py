@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from capture_ext.core.lifecycle import Extension
 
 #: What coverage.py needs in a child's environment to measure it (see [tool.coverage.run]).
 COVERAGE_VARIABLES = ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")
@@ -31,3 +35,15 @@ def install_dist(site: Path, dist: str, entry_points: dict[str, str]) -> None:
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1.0\n")
     lines = "".join(f"{name} = {value}\n" for name, value in entry_points.items())
     (info / "entry_points.txt").write_text(f"[capture_ext]\n{lines}")
+
+
+async def start_extension(env: dict[str, str], name: str = "capture-ext") -> Extension:
+    """An in-process extension registered as ``__main__`` registers it (the one registration path,
+    blocking, so off the loop the fake Lambda API runs on)."""
+    from capture_ext.core.config import Settings
+    from capture_ext.core.lifecycle import Extension
+    from capture_ext.core.registration import register_blocking
+
+    address = env["AWS_LAMBDA_RUNTIME_API"]
+    registration = await asyncio.to_thread(register_blocking, address, name)
+    return Extension(Settings.from_env(env), registration, address, env=env)

@@ -56,28 +56,17 @@ def _trace_value(tracing: Any) -> str:
 
 
 class ExtensionsAPI:
-    def __init__(self, runtime_api: str) -> None:
+    """The calls after registration (``core/registration.py`` registers, before asyncio is imported)."""
+
+    def __init__(self, runtime_api: str, extension_id: str) -> None:
         self.host, self.port = split_address(runtime_api)
-        self.extension_id = ""
+        self.extension_id = extension_id
         self._poller: NextPoller | None = None
 
     async def _call(
         self, method: str, path: str, headers: dict[str, str], body: bytes = b"", timeout: float | None = 10.0
     ) -> tuple[int, dict[str, str], bytes]:
         return await http11.request(self.host, self.port, method, path, headers, body, timeout=timeout)
-
-    async def register(self, name: str, events: tuple[str, ...] = ("INVOKE", "SHUTDOWN")) -> Registration:
-        body = json.dumps({"events": list(events)}).encode()
-        status, headers, payload = await self._call(
-            "POST",
-            f"{EXTENSION_API}/register",
-            {"Lambda-Extension-Name": name, "Content-Type": "application/json"},
-            body,
-        )
-        if status != 200:
-            raise LambdaAPIError("register", status, payload)
-        self.extension_id = headers.get("lambda-extension-identifier", "")
-        return Registration.parse(self.extension_id, payload)
 
     async def next_event(self) -> Event:
         """The next event, over a kept-alive connection (the cheapest wake-up there is)."""

@@ -1,4 +1,7 @@
-"""The extension's life on one asyncio loop: register, serve, flush after invokes, drain on SHUTDOWN.
+"""The extension's life on one asyncio loop: wire the runtime, flush after invokes, drain on SHUTDOWN.
+
+Registration happens before this module is imported (``__main__``, ``core/registration.py``);
+opening and closing the resources is ``core/wiring.py``'s job; this module runs the event loop.
 
 Flush policy (docs/architecture.md, "Lifecycle of an execution environment"): when an INVOKE
 arrives and a flush is due, wait until the runtime has finished that invoke
@@ -16,23 +19,12 @@ import logging
 import os
 import signal
 import time
-import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
 
 from capture_ext.core import logs
 from capture_ext.core.config import Settings
-from capture_ext.core.lambda_api import Event, ExtensionsAPI, LambdaAPIError, Registration, telemetry_bind_address
-
-if TYPE_CHECKING:
-    from capture_ext.core.buffer import RecordBuffer
-    from capture_ext.core.dispatcher import Dispatcher
-    from capture_ext.core.http11 import HTTPServer
-    from capture_ext.core.ingest import Ingest
-    from capture_ext.core.ledger import Ledger
-    from capture_ext.core.metrics import MetricsEmitter
-    from capture_ext.core.store import Store
-    from capture_ext.core.telemetry import RuntimeDoneTracker
+from capture_ext.core.lambda_api import Event, ExtensionsAPI, LambdaAPIError, Registration
+from capture_ext.core.wiring import Runtime, StartError, open_runtime, push_close
 
 logger = logging.getLogger("capture_ext")
 
@@ -41,182 +33,138 @@ MIN_FLUSH_S = 0.05
 
 
 class Extension:
-    """One extension process: owns the servers, the buffer, the dispatcher and the event loop."""
+    """One registered extension process: wires its :class:`Runtime`, runs the event loop on it,
+    and lets the exit stack close it (docs/architecture.md, "Start-up and clean-up")."""
 
     def __init__(
         self,
         settings: Settings,
-        name: str = "capture-ext",
+        registration: Registration,
+        runtime_api: str,
         env: Mapping[str, str] | None = None,
         started_at: float | None = None,
-        registration: Registration | None = None,
     ) -> None:
+        if registration.function_name:
+            settings = _with_function(settings, registration.function_name, registration.function_version)
         self.settings = settings
-        #: Given when ``__main__`` registered before importing asyncio (the fast path on Lambda).
         self.registration = registration
-        self.name = name
+        self.runtime_api = runtime_api
         self.env = dict(os.environ if env is None else env)
         self.started_at = time.monotonic() if started_at is None else started_at
-        self.environment_id = uuid.uuid4().hex[:16]
-        self.api: ExtensionsAPI | None = None
-        self.telemetry_enabled = False
-        self.ready = asyncio.Event()
-        self.ready_ms = 0.0
-        self.invokes = 0
-        self.stopping = False
+        #: The wired runtime, once start-up has opened it (None before, and when it could not).
+        self.runtime: Runtime | None = None
         #: Set when a SHUTDOWN drain has finished: nothing is left that only memory holds.
         self.shut_down = False
-        self._servers: list[Any] = []
-        #: The invoke whose handler's socket lines are held (see _hold_records).
-        self._held_for = ""
-        # Built in _build(), after registration, so registration is not delayed by imports.
-        self.ledger: Ledger
-        self.buffer: RecordBuffer
-        self.store: Store
-        self.dispatcher: Dispatcher
-        self.ingest: Ingest
-        self.tracker: RuntimeDoneTracker
-        self.metrics: MetricsEmitter | None = None
-        self.http: HTTPServer
 
     # -- start-up ------------------------------------------------------------------------------
     async def run(self) -> int:
-        runtime_api = self.env.get("AWS_LAMBDA_RUNTIME_API")
-        if not runtime_api:
-            logger.error("AWS_LAMBDA_RUNTIME_API is not set: capture-ext runs only as a Lambda extension")
-            return 2
-        self.api = ExtensionsAPI(runtime_api)
-        registration = self.registration
-        if registration is None:
+        api = ExtensionsAPI(self.runtime_api, self.registration.extension_id)
+        async with contextlib.AsyncExitStack() as stack:
+            push_close(stack, "the Extensions API connection", api.close)
             try:
-                registration = await self.api.register(self.name)
-            except (LambdaAPIError, OSError) as exc:
-                logger.error("could not register as extension %r: %s", self.name, exc)
+                runtime = await open_runtime(stack, self.settings, self.env, api)
+            except StartError as exc:
+                return await self._without_capture(api, str(exc))
+            except Exception as exc:  # a bug in start-up must not fail the function either
+                logger.exception("start-up failed")
+                return await self._without_capture(api, f"could not start ({type(exc).__name__}: {exc})")
+            if runtime.problems and self.settings.strict:
+                message = "; ".join(runtime.problems)
+                logger.error("CAPTURE_STRICT=1 and the configuration has problems: %s", message)
+                await _report_init_error(api, "Extension.ConfigError", message)
                 return 1
-        else:
-            self.api.extension_id = registration.extension_id
-        if registration.function_name:
-            self.settings = _with_function(self.settings, registration.function_name, registration.function_version)
-        problems = await self._build()
-        if problems and self.settings.strict:
-            message = "; ".join(problems)
-            logger.error("CAPTURE_STRICT=1 and the configuration has problems: %s", message)
-            await self.api.report_error("init", "Extension.ConfigError", message)
-            await self._stop_servers()
-            return 1
-        self.ready_ms = (time.monotonic() - self.started_at) * 1000
-        logger.info(
-            "ready in %.1f ms: sinks=%s port=%d socket=%s telemetry=%s environment=%s",
-            self.ready_ms,
-            ",".join(self.dispatcher.states) or "none",
-            self.settings.port,
-            self.settings.socket_path,
-            "on" if self.telemetry_enabled else "off",
-            self.environment_id,
-        )
-        self.ready.set()
-        if self.settings.warmup == "init":
-            await self._warm_up()
-        return await self._event_loop()
+            self.runtime = runtime
+            runtime.progress.ready_ms = (time.monotonic() - self.started_at) * 1000
+            logger.info(
+                "ready in %.1f ms: sinks=%s port=%d socket=%s telemetry=%s environment=%s",
+                runtime.progress.ready_ms,
+                ",".join(runtime.dispatcher.states) or "none",
+                self.settings.port,
+                self.settings.socket_path,
+                "on" if runtime.telemetry_enabled else "off",
+                runtime.environment_id,
+            )
+            if self.settings.warmup == "init":
+                await self._warm_up(runtime)
+            code = await EventLoop(runtime).run()
+        if runtime.progress.close_by is not None:
+            self._log_shutdown(runtime, runtime.progress.close_by)
+        return code
 
-    async def _warm_up(self) -> None:
+    async def _without_capture(self, api: ExtensionsAPI, problem: str) -> int:
+        """A resource could not be opened (what was opened is closed already). Capture never fails
+        the function: stay registered and answer ``/next`` until SHUTDOWN, capturing nothing; with
+        ``CAPTURE_STRICT=1``, fail init instead."""
+        if self.settings.strict:
+            logger.error("CAPTURE_STRICT=1 and capture-ext could not start: %s", problem)
+            await _report_init_error(api, "Extension.StartError", problem)
+            return 1
+        logger.error("capture-ext %s; nothing is captured in this environment, the function runs as usual", problem)
+        while True:
+            try:
+                event = await api.next_event()
+            except (LambdaAPIError, OSError) as exc:
+                logger.error("lost the Extensions API (%s); exiting", exc)
+                return 1
+            if event.event_type == "SHUTDOWN":
+                self.shut_down = True
+                return 0
+
+    async def _warm_up(self, runtime: Runtime) -> None:
         """Open sink clients before the first /next: this runs beside the function's own init
         (model loading takes seconds), so the first flush, which may be a SHUTDOWN with 1.7 s to
         spare, does not also pay for importing an SDK."""
         started = time.monotonic()
-        await self.dispatcher.warm_up(started + max(self.settings.flush_timeout_s, 1.0))
+        await runtime.dispatcher.warm_up(started + max(self.settings.flush_timeout_s, 1.0))
         logger.info("sinks warmed up in %.0f ms", (time.monotonic() - started) * 1000)
 
-    async def _build(self) -> list[str]:
-        """Create sinks, buffer, servers and the telemetry subscription; returns config problems."""
-        from capture_ext.core.buffer import MemoryBudget, RecordBuffer
-        from capture_ext.core.dispatcher import Dispatcher
-        from capture_ext.core.http11 import HTTPServer
-        from capture_ext.core.ingest import Ingest, start_socket_server
-        from capture_ext.core.ledger import Ledger
-        from capture_ext.core.metrics import MetricsEmitter
-        from capture_ext.core.records import Enricher
-        from capture_ext.core.redact import Redactor
-        from capture_ext.core.sink_setup import build_sinks
-        from capture_ext.core.store import Store
-        from capture_ext.core.telemetry import RuntimeDoneTracker
-        from capture_ext.core.telemetry_listener import TelemetryListener
+    def _log_shutdown(self, runtime: Runtime, deadline: float) -> None:
+        """After the exit stack closed everything: say what the SHUTDOWN left, and how early."""
+        left = sum(runtime.dispatcher.backlog().values()) + len(runtime.buffer)
+        if left and runtime.store.durable:
+            logger.warning(
+                "SHUTDOWN: %d records not delivered before the deadline are kept in the spool %s "
+                "for the next start in this environment",
+                left,
+                self.settings.spool_dir,
+            )
+        elif left:
+            logger.error("SHUTDOWN: %d records could not be delivered before the deadline", left)
+        left_ms = (deadline - time.monotonic()) * 1000 + self.settings.shutdown_margin_ms
+        logger.info("SHUTDOWN done %.0f ms before the deadline: %s", left_ms, runtime.health())
+        self.shut_down = True
 
-        settings = self.settings
-        settings.log_problems()
-        problems = list(settings.problems)
-        sinks, prepare, sink_problems = build_sinks(settings, self.env, self.environment_id)
-        problems += sink_problems
-        self.ledger = Ledger()
-        budget = MemoryBudget(settings.buffer_max_bytes)
-        self.buffer = RecordBuffer(self.environment_id, budget, settings.flush_max_records, settings.flush_max_bytes)
-        self.store = Store(self.buffer, budget, self._open_spool(), sinks=list(sinks))
-        self.dispatcher = Dispatcher(
-            sinks,
-            self.ledger,
-            self.store,
-            settings.retry_max_attempts,
-            breaker_max_s=settings.breaker_max_s,
-            fair_budget_s=settings.flush_timeout_s,
-        )
-        for name, count in self.store.adopt().items():
-            self.ledger.sink(name).adopted += count
-        self.ledger.replayed = self.store.replayed
-        self.tracker = RuntimeDoneTracker()
-        self.tracker.on_runtime_done = self._runtime_done
-        enricher = Enricher(settings.function_name, settings.function_version, self.environment_id)
-        self.ingest = Ingest(
-            self.store,
-            self.ledger,
-            enricher,
-            settings.max_record_bytes,
-            prepare=prepare,
-            on_handler_done=self._client_handler_done,
-            on_handler_started=self._client_handler_started,
-            health=self.health,
-            redactor=Redactor(settings.redact, settings.redact_key),
-        )
-        if settings.metrics:
-            self.metrics = MetricsEmitter(settings.metrics_namespace, settings.function_name)
-        self.http = HTTPServer(self.ingest.handle_http, settings.max_request_bytes, on_refused=self._refused)
-        await self.http.start("127.0.0.1", settings.port)
-        self._servers.append(self.http)
-        self._servers.append(await start_socket_server(self.ingest, settings.socket_path))
-        telemetry_server = TelemetryListener(self.tracker.deliver, 4 * 1024 * 1024)
-        telemetry_port = await telemetry_server.start(telemetry_bind_address(), 0)
-        self._servers.append(telemetry_server)
-        assert self.api is not None
-        self.telemetry_enabled = await self.api.subscribe_telemetry(telemetry_port)
-        return problems
 
-    def _open_spool(self) -> Any:
-        """The write-ahead spool, or None (memory only) when it is off or cannot be used safely."""
-        if self.settings.spool_max_bytes <= 0:
-            return None
-        from capture_ext.core.spool import Spool
+class EventLoop:
+    """``/next`` until SHUTDOWN over a wired :class:`Runtime`: flush after INVOKE when due, drain
+    on SHUTDOWN. Closing is not its job: the exit stack that opened the runtime closes it."""
 
-        spool = Spool(
-            self.settings.spool_dir, self.settings.spool_max_bytes, self.settings.spool_fsync, self.environment_id
-        )
-        try:
-            spool.open()
-        except OSError as exc:
-            logger.error("spool disabled, records are held in memory only: %s", exc)
-            return None
-        return spool
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.api = runtime.api
+        self.ledger = runtime.ledger
+        self.buffer = runtime.buffer
+        self.store = runtime.store
+        self.dispatcher = runtime.dispatcher
+        self.ingest = runtime.ingest
+        self.tracker = runtime.tracker
+        self.metrics = runtime.metrics
+        self.telemetry_enabled = runtime.telemetry_enabled
+        self.health = runtime.health
+        #: The invoke whose handler's socket lines are held (see _hold_records).
+        self._held_for = ""
+        runtime.tracker.on_runtime_done = self._runtime_done
 
-    # -- the event loop ------------------------------------------------------------------------
-    async def _event_loop(self) -> int:
-        assert self.api is not None
+    async def run(self) -> int:
         while True:
             try:
                 event = await self.api.next_event()
             except (LambdaAPIError, OSError) as exc:
                 logger.error("lost the Extensions API (%s); exiting", exc)
-                await self._stop_servers()
                 return 1
             if event.event_type == "INVOKE":
-                self.invokes += 1
+                self.runtime.progress.invokes += 1
                 logs.current_request_id = event.request_id  # JSON log lines carry it
                 self.ingest.enricher.invoke_trace = (event.request_id, event.trace_id)
                 if self.telemetry_enabled and self.settings.hold_socket:
@@ -227,10 +175,6 @@ class Extension:
                 return 0
             else:
                 logger.warning("ignoring unknown event type %r", event.event_type)
-
-    def _refused(self, reason: str) -> None:
-        """A request the HTTP server refused before ingest saw it: counted like any other refusal."""
-        self.ledger.rejected[reason] += 1
 
     async def _hold_records(self, request_id: str) -> None:
         """Leave this handler's lines in the socket until its ``platform.runtimeDone``: reading
@@ -257,15 +201,6 @@ class Extension:
         earlier invoke, delivered after a thaw, leaves this handler's lines where they are)."""
         if request_id == self._held_for:
             self.ingest.release()
-
-    def _client_handler_done(self, request_id: str) -> None:
-        """The client's handler-done line. With telemetry it is only a fallback (the handler
-        returning is not the runtime being done: a wrapper may still run, the response is still
-        being sent), used when runtimeDone does not come within a grace period."""
-        self.tracker.mark_done(request_id, from_client=True)
-
-    def _client_handler_started(self, request_id: str) -> None:
-        self.tracker.mark_started(request_id)
 
     def flush_due(self, now: float | None = None) -> str:
         """Why a flush is due now, or "" when none is."""
@@ -361,7 +296,8 @@ class Extension:
             )
 
     async def on_shutdown(self, event: Event) -> None:
-        """Drain everything we can before the deadline (minus the safety margin), then close."""
+        """Stop listening and drain what we can; the exit stack then closes the sinks with the time
+        left before the deadline (minus the safety margin), and the spool."""
         margin = self.settings.shutdown_margin_ms / 1000
         deadline = self._monotonic_deadline(event.deadline_ms) - margin
         if event.deadline_ms <= 0:
@@ -372,57 +308,26 @@ class Extension:
         self.ingest.release()
         for _ in range(3):
             await asyncio.sleep(0)
-        await self._stop_servers()
+        await self.runtime.listeners.aclose()
         close_reserve = min(0.2, max(deadline - time.monotonic(), 0) / 4)
         try:
             await self.flush(deadline - close_reserve, "shutdown", ignore_breakers=True)
         except Exception:  # still close the sinks and sync the spool: what is left stays on disk
             logger.exception("SHUTDOWN drain failed; undelivered records stay in the spool")
-        await self.dispatcher.close(max(deadline - time.monotonic(), 0.01))
-        self.store.close()
-        left = sum(self.dispatcher.backlog().values()) + len(self.buffer)
-        if left and self.store.durable:
-            logger.warning(
-                "SHUTDOWN: %d records not delivered before the deadline are kept in the spool %s "
-                "for the next start in this environment",
-                left,
-                self.settings.spool_dir,
-            )
-        elif left:
-            logger.error("SHUTDOWN: %d records could not be delivered before the deadline", left)
-        left_ms = (deadline - time.monotonic()) * 1000 + self.settings.shutdown_margin_ms
-        logger.info("SHUTDOWN done %.0f ms before the deadline: %s", left_ms, self.health())
-        self.shut_down = True
+        self.runtime.progress.close_by = deadline  # the sinks close in the time left
 
     def _monotonic_deadline(self, deadline_ms: int) -> float:
         if deadline_ms <= 0:
             return time.monotonic() + 3.0
         return time.monotonic() + (deadline_ms / 1000 - time.time())
 
-    async def _stop_servers(self) -> None:
-        if self.api is not None:
-            self.api.close()
-        for server in self._servers:
-            close = server.close()
-            if asyncio.iscoroutine(close):
-                await close
-        self._servers.clear()
-        with contextlib.suppress(OSError):
-            os.unlink(self.settings.socket_path)
 
-    # -- observability -------------------------------------------------------------------------
-    def health(self) -> dict[str, Any]:
-        hot, cold = self.dispatcher.backlog_split()
-        body = self.ledger.health(len(self.buffer), hot, cold, states=self.dispatcher.states_by_name())
-        body["store"] = self.store.describe()
-        body.update(
-            status="ok",
-            environment_id=self.environment_id,
-            telemetry=self.telemetry_enabled,
-            invokes=self.invokes,
-            ready_ms=round(self.ready_ms, 1),
-        )
-        return body
+async def _report_init_error(api: ExtensionsAPI, error_type: str, message: str) -> None:
+    """Fail Lambda's init with ``message`` (``CAPTURE_STRICT=1``); an API that is gone is only logged."""
+    try:
+        await api.report_error("init", error_type, message)
+    except (LambdaAPIError, OSError) as exc:
+        logger.error("could not report the init error: %s", exc)
 
 
 def _with_function(settings: Settings, name: str, version: str) -> Settings:

@@ -59,9 +59,6 @@ class RuntimeDoneTracker:
         _remember(self._started, request_id)
         self._wake(request_id)
 
-    def is_done_by_platform(self, request_id: str) -> bool:
-        return request_id in self._done
-
     def is_done(self, request_id: str) -> bool:
         return request_id in self._done or request_id in self._client_done
 

@@ -9,11 +9,10 @@ import aiohttp
 import pytest
 
 from capture_ext.client import CaptureClient
-from capture_ext.core.config import Settings
 from capture_ext.core.lifecycle import Extension
 from capture_ext.testing.net import free_port
 from tests.fakes.lambda_api import FakeLambdaAPI
-from tests.helpers import read_file_sink
+from tests.helpers import read_file_sink, start_extension
 
 
 class Harness:
@@ -35,9 +34,11 @@ class Harness:
     async def __aenter__(self) -> "Harness":
         address = await self.api.start()
         env = {**self.env, "AWS_LAMBDA_RUNTIME_API": address}
-        self.extension: Extension = Extension(Settings.from_env(env), env=env)
+        self.extension: Extension = await start_extension(env)
         self.task = asyncio.create_task(self.extension.run())
         await self.api.wait_idle()
+        assert self.extension.runtime is not None
+        self.runtime = self.extension.runtime
         self.client = CaptureClient(socket_path=self.env["CAPTURE_SOCKET"], port=self.port)
         self.http = aiohttp.ClientSession()
         return self
@@ -80,7 +81,7 @@ async def test_records_are_flushed_after_runtime_done_not_before(tmp_path):
         records = read_file_sink(h.out)
         assert sorted(r["input"]["q"] for r in records) == ["a", "b"]
         assert {r["function_name"] for r in records} == {"test-function"}
-        assert {r["environment_id"] for r in records} == {h.extension.environment_id}
+        assert {r["environment_id"] for r in records} == {h.runtime.environment_id}
         assert sorted(r["sequence"] for r in records) == [1, 2]
         assert await h.shutdown() == 0
 
@@ -128,7 +129,7 @@ async def test_size_trigger_makes_the_next_invoke_flush(tmp_path):
 
 async def test_without_telemetry_the_handler_done_line_triggers_the_flush(tmp_path):
     async with Harness(tmp_path, telemetry=False, CAPTURE_FLUSH_INTERVAL_S="0") as h:
-        assert h.extension.telemetry_enabled is False
+        assert h.runtime.telemetry_enabled is False
         request_id = await h.api.invoke()
         h.client.capture(input="x", request_id=request_id)
         h.client.handler_done(request_id)
@@ -200,7 +201,7 @@ async def test_health_counters_reconcile_per_sink(tmp_path):
 async def test_unknown_sink_is_disabled_loudly_and_the_others_run(tmp_path, caplog):
     with caplog.at_level(logging.ERROR):
         async with Harness(tmp_path, CAPTURE_SINKS="file,nonesuch") as h:
-            assert list(h.extension.dispatcher.states) == ["file"]
+            assert list(h.runtime.dispatcher.states) == ["file"]
             assert "unknown sink 'nonesuch'" in caplog.text
             assert await h.shutdown() == 0
 
@@ -216,7 +217,7 @@ async def test_strict_mode_reports_an_init_error_and_exits(tmp_path):
             "CAPTURE_PORT": str(free_port()),
             "CAPTURE_SOCKET": str(tmp_path / "s.sock"),
         }
-        code = await asyncio.wait_for(Extension(Settings.from_env(env), env=env).run(), 10)
+        code = await asyncio.wait_for((await start_extension(env)).run(), 10)
         assert code == 1
         (error,) = api.init_errors
         assert error["type"] == "Extension.ConfigError" and "nonesuch" in error["body"]["errorMessage"]

@@ -21,7 +21,7 @@ async def _until_ledger(h: Harness, count: int, timeout: float = 5.0) -> None:
     """Wait for the ledger itself (a health request would read the held lines)."""
     async with asyncio.timeout(timeout):
         while True:
-            if h.extension.ledger.received >= count:
+            if h.runtime.ledger.received >= count:
                 return
             await asyncio.sleep(0.02)
 
@@ -34,10 +34,10 @@ async def test_records_sent_while_the_handler_runs_are_read_after_runtime_done(t
         h.client.capture(input="during", request_id=request_id)
         h.client.handler_done(request_id)
         await asyncio.sleep(0.2)
-        assert h.extension.ingest.held and h.extension.ledger.received == 0  # still in the kernel's buffer
+        assert h.runtime.ingest.held and h.runtime.ledger.received == 0  # still in the kernel's buffer
         await h.api.runtime_done(request_id)
         await _until_ledger(h, 1)
-        assert not h.extension.ingest.held
+        assert not h.runtime.ingest.held
         assert await h.shutdown() == 0
         assert [r["input"] for r in read_file_sink(h.out)] == ["during"]
 
@@ -72,7 +72,7 @@ async def test_a_function_that_captures_a_lot_is_not_held_on_its_next_invoke(tmp
         await h.api.wait_idle()
         h.client.capture(input="held", request_id=request_id)
         await asyncio.sleep(0.2)
-        assert h.extension.ledger.received == big + 1
+        assert h.runtime.ledger.received == big + 1
         await h.api.runtime_done(request_id)
         await _until_ledger(h, big + 2)
 
@@ -119,7 +119,7 @@ async def test_by_default_nothing_is_held(tmp_path):
         await h.api.wait_idle()
         h.client.capture(input="read at once", request_id=request_id)
         await _until_ledger(h, 1)
-        assert not h.extension.ingest.held
+        assert not h.runtime.ingest.held
 
 
 async def test_the_next_connection_is_kept_alive_and_reopened_when_the_server_drops_it():
@@ -154,7 +154,7 @@ async def test_after_a_freeze_the_last_invokes_lines_are_read_at_the_next_invoke
         h.client.capture(input="second", request_id=second)
         await h.api.runtime_done(first)  # late, during the second handler: not the one held for
         await asyncio.sleep(0.2)
-        assert h.extension.ledger.received == 1
+        assert h.runtime.ledger.received == 1
         await h.api.runtime_done(second)
         await _until_ledger(h, 2)
 
@@ -165,5 +165,5 @@ async def test_a_health_request_reads_the_held_lines_before_it_counts(tmp_path):
         await h.api.wait_idle()
         h.client.capture(input="held", request_id=request_id)
         await asyncio.sleep(0.1)
-        assert h.extension.ingest.held and h.extension.ledger.received == 0
+        assert h.runtime.ingest.held and h.runtime.ledger.received == 0
         assert (await h.health())["received"] == 1

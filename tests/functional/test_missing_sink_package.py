@@ -6,10 +6,10 @@ import subprocess
 import sys
 
 from capture_ext.core.config import Settings
-from capture_ext.core.lifecycle import Extension
 from capture_ext.core.sink_setup import build_sinks, missing_requirement
 from capture_ext.testing.net import free_port
 from tests.fakes.lambda_api import FakeLambdaAPI
+from tests.helpers import start_extension
 
 # Hiding pyarrow this way makes ``import pyarrow`` fail exactly as if it were not installed.
 HIDE_PYARROW = "import sys\nsys.modules['pyarrow'] = None\n"
@@ -62,7 +62,7 @@ async def test_strict_mode_fails_init(monkeypatch, tmp_path):
             "CAPTURE_PORT": str(free_port()),
             "CAPTURE_SOCKET": str(tmp_path / "s.sock"),
         }
-        assert await asyncio.wait_for(Extension(Settings.from_env(env), env=env).run(), 10) == 1
+        assert await asyncio.wait_for((await start_extension(env)).run(), 10) == 1
         (error,) = api.init_errors
         assert error["type"] == "Extension.ConfigError"
         assert "needs the Python package 'pyarrow'" in error["body"]["errorMessage"]

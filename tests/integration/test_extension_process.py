@@ -3,7 +3,9 @@
 import asyncio
 import json
 import os
+import re
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -151,3 +153,27 @@ async def test_a_frozen_extension_costs_the_handler_at_most_the_client_budget(ex
         assert per_call < 0.05
     finally:
         extension.proc.send_signal(signal.SIGCONT)
+
+
+async def test_a_taken_port_costs_the_capture_not_the_function_and_the_process_exits_0(tmp_path):
+    """An extension that exited during init would fail the environment's init: it stays in /next."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    process = ExtensionProcess(tmp_path, CAPTURE_PORT=str(holder.getsockname()[1]))
+    try:
+        await process.start()
+        request_id = await process.api.invoke()
+        CaptureClient(socket_path=process.socket, port=process.port).capture(input="lost", request_id=request_id)
+        await process.api.wait_idle()
+        await process.api.shutdown(budget_ms=1700)
+        assert process.proc is not None and process.proc.stderr is not None
+        assert await asyncio.wait_for(process.proc.wait(), 5) == 0
+        stderr = (await process.proc.stderr.read()).decode()
+    finally:
+        holder.close()
+        await process.stop()
+    assert "Traceback" not in stderr, stderr
+    (error,) = [line for line in stderr.splitlines() if "could not open" in line]
+    assert "the ingest endpoint" in error and "(CAPTURE_PORT)" in error and "the function runs as usual" in error
+    assert not re.search(r"\bready in \d", stderr) and process.api.init_errors == []

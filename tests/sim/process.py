@@ -1,4 +1,4 @@
-"""One simulated extension process: the delivery core as ``core/lifecycle.py`` wires it."""
+"""One simulated extension process: the delivery core as ``core/wiring.py`` wires it."""
 
 from __future__ import annotations
 
