@@ -303,23 +303,29 @@ class _LineProtocol(asyncio.Protocol):
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
-        self.ingest.bytes_read += len(data)
-        self.ingest.unread = False
-        self.pending += data
-        start = 0
+        ingest = self.ingest
+        ingest.bytes_read += len(data)
+        ingest.unread = False
         records: list[dict[str, Any]] = []
-        while True:
-            end = self.pending.find(b"\n", start)
-            if end < 0:
-                break
-            if self.discarding:
-                self.discarding = False
-            elif end > start:
-                record = self.ingest.parse_line(bytes(self.pending[start:end]))
-                if record is not None:
-                    records.append(record)
-            start = end + 1
-        del self.pending[:start]
+        if b"\n" not in data:  # the middle of a long line: keep it, nothing to parse yet
+            self.pending += data
+        else:
+            if self.pending:  # the start of this read's first line came in an earlier read
+                self.pending += data
+                data = bytes(self.pending)
+                self.pending.clear()
+            # One split per read (not a find and two copies per line): a read brings every line
+            # the handler sent since the last one, and the last piece is an incomplete line.
+            lines = data.split(b"\n")
+            self.pending += lines.pop()
+            parse_line = ingest.parse_line
+            for line in lines:
+                if self.discarding:  # the rest of a line refused as too long
+                    self.discarding = False
+                elif line:
+                    record = parse_line(line)
+                    if record is not None:
+                        records.append(record)
         if records:  # one spool write per read, not per line
             try:
                 self.ingest.accept(records)
