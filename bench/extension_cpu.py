@@ -170,10 +170,10 @@ def _measure(
     return out
 
 
-def _profile(loop: LoopThread, invokes: int) -> list[list[str]]:
-    """cProfile of capture-ext over ``invokes`` invokes (telemetry on in Lambda's order, one record)."""
+def _profile(loop: LoopThread, invokes: int, count: int) -> list[list[str]]:
+    """cProfile of capture-ext over ``invokes`` invokes (telemetry on in Lambda's order, ``count`` records)."""
     subject = Subject(loop, "capture-ext (profiled)", True, {}, late=True)
-    records = _records(1)
+    records = _records(count)
     try:
         for _ in range(10):
             subject.invoke(records)
@@ -280,7 +280,7 @@ def run(quick: bool) -> Result:
                 ratio["window"],
                 ratio["total"],
             )
-        profile = _profile(loop, 10 if quick else 300)
+        profiles = {count: _profile(loop, 10 if quick else 300, count) for count in (1, 10)}
     finally:
         loop.stop()
     cold = _cold(quick)
@@ -294,11 +294,11 @@ def run(quick: bool) -> Result:
         ["case", "part", "capture-ext", "do-nothing extension", "ratio", "ratio spread"],
         rows,
     )
-    if profile:
+    for count, profile in profiles.items():
         result.table(
             "Where capture-ext's CPU goes (cProfile on CPU time, default settings, telemetry on in Lambda's "
-            "order (frozen), one record per invoke, and the SHUTDOWN; µs per invoke, top 15 by own time; "
-            "the profiler inflates small functions)",
+            f"order (frozen), {count} record{'s' if count > 1 else ''} per invoke, and the SHUTDOWN; µs per "
+            "invoke, top 15 by own time; the profiler inflates small functions)",
             ["function", "calls", "own µs/invoke", "cumulative µs/invoke"],
             profile,
         )
