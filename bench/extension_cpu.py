@@ -223,6 +223,51 @@ def _cold(quick: bool) -> dict[str, tuple[Sample, Sample]]:
     return out
 
 
+def _ingest_per_record(reads: int, rounds: int) -> Sample:
+    """CPU per record of the socket path in-process: 10-line reads through the line protocol,
+    ``loads_exact``, ``normalize``, enrichment, serialisation and one spool ``write`` per read.
+
+    Only the per-record work, without the event loop or the syscalls of the socket: what ten
+    records cost more than one. Fresh lines each time (new ids, the client's timestamps), as in
+    the extension; ``thread_time`` so that other processes on the machine do not count.
+    """
+    from capture_ext.client import _dumps
+    from capture_ext.core.buffer import MemoryBudget, RecordBuffer
+    from capture_ext.core.ingest import Ingest, _LineProtocol
+    from capture_ext.core.ledger import Ledger
+    from capture_ext.core.records import Enricher
+    from capture_ext.core.spool import Spool
+    from capture_ext.core.store import Store
+
+    records = _records(10)
+    sample = Sample()
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory(prefix="capture-bench-ingest-") as tmp:
+            budget = MemoryBudget(1 << 34)
+            spool = Spool(tmp, 1 << 33, "flush", "bench")
+            spool.open()
+            store = Store(RecordBuffer("bench", budget, 10**9, 1 << 33), budget, spool, sinks=["file"])
+            ingest = Ingest(store, Ledger(), Enricher("fn", "1", "bench"), 1 << 20)
+            protocol = _LineProtocol(ingest, 1 << 20)
+            chunks = [
+                b"".join(
+                    _dumps({"inference_id": os.urandom(16).hex(), "timestamp": time.time_ns() // 1_000_000, **r})
+                    + b"\n"
+                    for r in records
+                )
+                for _ in range(reads)
+            ]
+            started = time.thread_time()
+            for data in chunks:
+                protocol.data_received(data)
+            count = reads * len(records)
+            sample.add_round([(time.thread_time() - started) / count * 1e6])
+            if len(store.buffer) != count:
+                raise RuntimeError(f"{len(store.buffer)} of {count} records were kept")
+            store.close()
+    return sample
+
+
 def _us(value: float) -> str:
     return f"{value:,.0f} µs"
 
@@ -283,11 +328,22 @@ def run(quick: bool) -> Result:
         profiles = {count: _profile(loop, 10 if quick else 300, count) for count in (1, 10)}
     finally:
         loop.stop()
+    per_record = _ingest_per_record(50 if quick else 1000, 2 if quick else 5)
     cold = _cold(quick)
     for mode, (wall, rss) in cold.items():
         label = "CAPTURE_WARMUP=init (default)" if mode == "init" else "CAPTURE_WARMUP=lazy"
         rows.append([f"s3_jsonl, {label}", "spawn → first /next", f"{wall.p(50):,.0f} ms", "", "", ""])
         rows.append([f"s3_jsonl, {label}", "idle RSS", f"{rss.p(50):.1f} MiB", "", "", ""])
+    rows.append(
+        [
+            "socket path in-process, 10-line reads, spool on",
+            f"CPU per record (median of {len(per_record.rounds)} rounds; spread: lowest – highest)",
+            f"{per_record.p(50):.1f} µs",
+            "",
+            "",
+            "{:.1f} – {:.1f} µs".format(*per_record.spread(50)),
+        ]
+    )
     result.table(
         f"Mean on-CPU time per invoke, {rounds} interleaved rounds of {per_round} invokes; no flush due "
         "(ratio spread = lowest – highest per-round ratio)",
