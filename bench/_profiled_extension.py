@@ -1,4 +1,4 @@
-"""``python -m capture_ext`` under cProfile, for benchmark 9's profile of where the CPU goes.
+"""``python -m capture_ext`` under cProfile, for benchmark 10's profile of where the CPU goes.
 
 The profiler counts CPU time (not wall time: the extension spends most of its life blocked in
 ``/next``), and only from the first SIGUSR1 on, which the benchmark sends once start-up is over,

@@ -2,7 +2,8 @@
 
 ``post_runtime_ms`` runs from the runtime's response to the moment the extension is back in
 ``/next`` (Lambda's ``PostRuntimeExtensionsDuration``). The handler (``bench.handlers.echo``)
-captures one 1 KB record per invoke. Three regimes: no flush due (the default 60 s interval),
+captures one 1 KB record per invoke. Four regimes: no flush due (the default 60 s interval), the
+same with ``CAPTURE_STAY_AWAKE=1`` (awake until ``platform.runtimeDone``, what that costs),
 a flush due on every invoke (``CAPTURE_FLUSH_INTERVAL_S=0``, s3_jsonl on the moto server), and
 a steady 10 requests/s with a 5 s flush interval (12x more flushes than the default), whose mean
 is the amortised cost; it is also extrapolated to the default interval.
@@ -67,6 +68,8 @@ def run(quick: bool) -> Result:
         bare = asyncio.run(_scenario({"CAPTURE_FLUSH_INTERVAL_S": "0"}, n, rounds, warmup, extension="noop"))
         FIRST_FLUSH.clear()
         no_flush = asyncio.run(_scenario({**s3, "CAPTURE_FLUSH_INTERVAL_S": "60"}, n, rounds, warmup))
+        awake_env = {**s3, "CAPTURE_FLUSH_INTERVAL_S": "60", "CAPTURE_STAY_AWAKE": "1"}
+        awake = asyncio.run(_scenario(awake_env, n, rounds, warmup))
         FIRST_FLUSH.clear()
         flush = asyncio.run(_scenario({**s3, "CAPTURE_FLUSH_INTERVAL_S": "0"}, n, rounds, warmup))
         seconds = 2 if quick else 30
@@ -78,6 +81,7 @@ def run(quick: bool) -> Result:
     for label, sample in (
         ("a do-nothing extension (the floor: emulator + runtime)", bare),
         ("no flush due (interval 60 s)", no_flush),
+        ("no flush due, CAPTURE_STAY_AWAKE=1 (awake until runtimeDone)", awake),
         ("flush due on every invoke (s3_jsonl → moto)", flush),
         ("steady 10 req/s, 5 s interval" if not quick else "steady 10 req/s, 1 s interval", steady),
     ):
@@ -115,6 +119,7 @@ def run(quick: bool) -> Result:
     result.goal("post-runtime p50, no flush due", fmt_ms(nf["p50"]), "≤ 0.5 ms", nf["p50"] <= 0.5)
     result.goal("  … minus the do-nothing extension's floor", fmt_ms(extra), "≤ 0.5 ms", extra <= 0.5)
     result.goal("post-runtime p50, flush due", fmt_ms(fl["p50"]), "", None)
+    result.goal("post-runtime p50, no flush due, CAPTURE_STAY_AWAKE=1", fmt_ms(awake.summary()["p50"]), "", None)
     result.goal(
         "post-runtime amortised at 10 req/s, default 60 s interval (measured flush cost, extrapolated)",
         fmt_ms(at_default),

@@ -166,6 +166,15 @@ class Settings:
         "docs/guarantees.md.",
         boolean,
     )
+    stay_awake: bool = setting(
+        "CAPTURE_STAY_AWAKE",
+        "0",
+        "`1`: as `CAPTURE_HOLD_SOCKET=1`, and with no flush due still wait for the invoke's "
+        "`platform.runtimeDone` before going back to `/next`, so the held lines are read after the runtime "
+        "is done instead of in the next handler's window; once a client has connected, costs billed "
+        "post-runtime time on every invoke (up to the Telemetry API's 25 ms batching). See docs/guarantees.md.",
+        boolean,
+    )
     strict: bool = setting(
         "CAPTURE_STRICT",
         "0",

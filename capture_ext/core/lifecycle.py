@@ -167,8 +167,15 @@ class EventLoop:
                 self.runtime.progress.invokes += 1
                 logs.current_request_id = event.request_id  # JSON log lines carry it
                 self.ingest.enricher.invoke_trace = (event.request_id, event.trace_id)
-                if self.telemetry_enabled and self.settings.hold_socket:
+                if self.telemetry_enabled and (self.settings.hold_socket or self.settings.stay_awake):
                     await self._hold_records(event.request_id)
+                    if self.settings.stay_awake and self._held_for == event.request_id and self.ingest.connections:
+                        # Awake until runtimeDone: the held lines are read now, not in the next
+                        # handler's window after a freeze (docs/guarantees.md).
+                        margin = self.settings.shutdown_margin_ms / 1000
+                        await self._wait_for_handler(
+                            event.request_id, self._monotonic_deadline(event.deadline_ms) - margin - MIN_FLUSH_S
+                        )
                 await self.on_invoke(event)
             elif event.event_type == "SHUTDOWN":
                 await self.on_shutdown(event)

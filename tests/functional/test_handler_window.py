@@ -26,6 +26,14 @@ async def _until_ledger(h: Harness, count: int, timeout: float = 5.0) -> None:
             await asyncio.sleep(0.02)
 
 
+async def _until_held(h: Harness, request_id: str, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while True:
+            if h.extension._held_for == request_id:
+                return
+            await asyncio.sleep(0.01)
+
+
 async def test_records_sent_while_the_handler_runs_are_read_after_runtime_done(tmp_path):
     async with Harness(tmp_path, CAPTURE_FLUSH_INTERVAL_S="60", CAPTURE_HOLD_SOCKET="1") as h:
         request_id = await h.api.invoke()
@@ -46,6 +54,7 @@ async def test_a_flush_due_invoke_reads_the_held_records_before_flushing(tmp_pat
     async with Harness(tmp_path, CAPTURE_FLUSH_INTERVAL_S="0", CAPTURE_HOLD_SOCKET="1") as h:
         for i in range(3):
             request_id = await h.api.invoke()
+            await _until_held(h, request_id)  # the INVOKE reached the extension before the handler's lines
             h.client.handler_started(request_id)
             h.client.capture(input=i, request_id=request_id)
             h.client.handler_done(request_id)
@@ -167,3 +176,41 @@ async def test_a_health_request_reads_the_held_lines_before_it_counts(tmp_path):
         await asyncio.sleep(0.1)
         assert h.runtime.ingest.held and h.runtime.ledger.received == 0
         assert (await h.health())["received"] == 1
+
+
+async def test_stay_awake_reads_the_held_lines_after_runtime_done_and_before_next(tmp_path):
+    async with Harness(tmp_path, CAPTURE_FLUSH_INTERVAL_S="60", CAPTURE_STAY_AWAKE="1") as h:
+        first = await h.api.invoke()  # no client connected yet: nothing to stay awake for
+        await h.api.wait_idle(2)
+        h.client.capture(input="first", request_id=first)
+        await h.api.runtime_done(first)
+        await _until_ledger(h, 1)
+        for i in range(3):
+            request_id = await h.api.invoke()
+            await _until_held(h, request_id)  # the INVOKE reached the extension before the handler's lines
+            h.client.handler_started(request_id)
+            h.client.capture(input=i, request_id=request_id)
+            h.client.handler_done(request_id)
+            await asyncio.sleep(0.2)
+            # Not back in /next (Lambda would not freeze the environment), and nothing read yet.
+            assert not h.api.idle.is_set() and h.extension.ledger.received == 1 + i
+            await h.api.runtime_done(request_id)
+            await h.api.wait_idle(5)
+            assert h.extension.ledger.received == 2 + i  # read before it asked for the next event
+        assert await h.shutdown() == 0
+        assert [r["input"] for r in read_file_sink(h.out)] == ["first", 0, 1, 2]
+
+
+async def test_stay_awake_with_a_lost_runtime_done_reads_after_the_grace_and_loses_nothing(tmp_path):
+    async with Harness(tmp_path, CAPTURE_FLUSH_INTERVAL_S="60", CAPTURE_STAY_AWAKE="1") as h:
+        h.client.capture(input="connect")
+        await _until_ledger(h, 1)
+        request_id = await h.api.invoke()  # its runtimeDone never comes
+        await _until_held(h, request_id)
+        h.client.handler_started(request_id)
+        h.client.capture(input="late", request_id=request_id)
+        h.client.handler_done(request_id)
+        await h.api.wait_idle(5)  # after the 1 s grace: the client's done line counts
+        assert h.extension.ledger.received == 2
+        assert await h.shutdown() == 0
+        assert sorted(r["input"] for r in read_file_sink(h.out)) == ["connect", "late"]
