@@ -26,10 +26,11 @@ async def _until_ledger(h: Harness, count: int, timeout: float = 5.0) -> None:
             await asyncio.sleep(0.02)
 
 
-async def _until_held(h: Harness, request_id: str, timeout: float = 5.0) -> None:
+async def _until_held(h: Harness, timeout: float = 5.0) -> None:
+    """Wait until an INVOKE has reached the extension and it holds the socket."""
     async with asyncio.timeout(timeout):
         while True:
-            if h.extension._held_for == request_id:
+            if h.runtime.ingest.held:
                 return
             await asyncio.sleep(0.01)
 
@@ -54,7 +55,6 @@ async def test_a_flush_due_invoke_reads_the_held_records_before_flushing(tmp_pat
     async with Harness(tmp_path, CAPTURE_FLUSH_INTERVAL_S="0", CAPTURE_HOLD_SOCKET="1") as h:
         for i in range(3):
             request_id = await h.api.invoke()
-            await _until_held(h, request_id)  # the INVOKE reached the extension before the handler's lines
             h.client.handler_started(request_id)
             h.client.capture(input=i, request_id=request_id)
             h.client.handler_done(request_id)
@@ -187,16 +187,16 @@ async def test_stay_awake_reads_the_held_lines_after_runtime_done_and_before_nex
         await _until_ledger(h, 1)
         for i in range(3):
             request_id = await h.api.invoke()
-            await _until_held(h, request_id)  # the INVOKE reached the extension before the handler's lines
+            await _until_held(h)  # the INVOKE reached the extension before the handler's lines
             h.client.handler_started(request_id)
             h.client.capture(input=i, request_id=request_id)
             h.client.handler_done(request_id)
             await asyncio.sleep(0.2)
             # Not back in /next (Lambda would not freeze the environment), and nothing read yet.
-            assert not h.api.idle.is_set() and h.extension.ledger.received == 1 + i
+            assert not h.api.idle.is_set() and h.runtime.ledger.received == 1 + i
             await h.api.runtime_done(request_id)
             await h.api.wait_idle(5)
-            assert h.extension.ledger.received == 2 + i  # read before it asked for the next event
+            assert h.runtime.ledger.received == 2 + i  # read before it asked for the next event
         assert await h.shutdown() == 0
         assert [r["input"] for r in read_file_sink(h.out)] == ["first", 0, 1, 2]
 
@@ -206,11 +206,11 @@ async def test_stay_awake_with_a_lost_runtime_done_reads_after_the_grace_and_los
         h.client.capture(input="connect")
         await _until_ledger(h, 1)
         request_id = await h.api.invoke()  # its runtimeDone never comes
-        await _until_held(h, request_id)
+        await _until_held(h)
         h.client.handler_started(request_id)
         h.client.capture(input="late", request_id=request_id)
         h.client.handler_done(request_id)
         await h.api.wait_idle(5)  # after the 1 s grace: the client's done line counts
-        assert h.extension.ledger.received == 2
+        assert h.runtime.ledger.received == 2
         assert await h.shutdown() == 0
         assert sorted(r["input"] for r in read_file_sink(h.out)) == ["connect", "late"]
