@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from capture_ext import client as client_module
+from capture_ext import client_support
 from capture_ext.client import CaptureClient, capture_handler
 from capture_ext.testing.net import free_port
 
@@ -186,11 +187,11 @@ def test_objects_with_item_or_tolist_and_sets_serialise(sock_path):
         def tolist(self):
             return [1, 2]
 
-    assert client_module._default(Scalar()) == 7
-    assert client_module._default(Array()) == [1, 2]
-    assert client_module._default(frozenset({3})) == [3]
-    assert client_module._default(object()).startswith("<object object")
-    line = client_module._dumps({"s": Scalar(), "a": Array()})
+    assert client_support._default(Scalar()) == 7
+    assert client_support._default(Array()) == [1, 2]
+    assert client_support._default(frozenset({3})) == [3]
+    assert client_support._default(object()).startswith("<object object")
+    line = client_support._dumps({"s": Scalar(), "a": Array()})
     assert json.loads(line) == {"s": 7, "a": [1, 2]}
 
 
