@@ -298,7 +298,10 @@ async def request(
     body: bytes = b"",
     timeout: float | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP/1.1 request on a fresh connection; ``timeout=None`` waits forever (long polls)."""
+    """One HTTP/1.1 request on a fresh connection; ``timeout=None`` waits forever (long polls).
+
+    Raises ``ConnectionError`` (an ``OSError``) when the answer is cut short or malformed.
+    """
     async with asyncio.timeout(timeout):
         reader, writer = await asyncio.open_connection(host, port, limit=READ_CHUNK)
         try:
@@ -324,6 +327,10 @@ async def request(
             return response.status_code, response_headers, bytes(chunks)
         except _Closed as exc:
             raise ConnectionError("connection closed before the response was complete") from exc
+        except h11.RemoteProtocolError as exc:
+            # A peer that hangs up mid-answer or answers garbage is a lost connection to the
+            # callers (they handle OSError), never an h11 exception escaping the extension.
+            raise ConnectionError(f"malformed HTTP response: {exc}") from exc
         finally:
             writer.close()
             with contextlib.suppress(Exception):
