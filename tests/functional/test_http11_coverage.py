@@ -217,3 +217,37 @@ async def test_the_client_raises_connection_error_when_the_answer_is_cut(answer:
             await http11.request("127.0.0.1", port, "POST", "/p", body=b"{}", timeout=5)
     finally:
         server.close()
+
+
+async def test_a_peer_gone_before_its_answer_is_written_ends_only_its_connection() -> None:
+    """The answer's write fails (connection reset): the server drops that connection quietly."""
+    answered = asyncio.Event()
+    release = asyncio.Event()
+    refused: list[str] = []
+
+    async def slow(request: Request) -> Response:
+        if request.path == "/slow":
+            await release.wait()
+            answered.set()
+        return Response(200, b"{}")
+
+    server = HTTPServer(slow, 1024, on_refused=refused.append)
+    port = await server.start("127.0.0.1", 0)
+    try:
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.sleep(0.05)
+        _reset(sock)  # gone while the handler still works
+        await asyncio.sleep(0.05)
+        release.set()
+        async with asyncio.timeout(5):
+            await answered.wait()
+        for _ in range(200):
+            if not server._connections:
+                break
+            await asyncio.sleep(0.01)
+        assert not server._connections
+        answer = await exchange(port, b"GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    finally:
+        await server.close()
+    assert answer.startswith(b"HTTP/1.1 200") and refused == []
