@@ -63,6 +63,8 @@ def test_a_call_cancelled_before_its_turn_never_runs() -> None:
 class Slow:
     """A sink that waits politely (cancellable) for as long as it is told."""
 
+    name = "polite"
+
     def __init__(self, context: object) -> None:
         self.seconds = 10.0
         self.written: list[str] = []
