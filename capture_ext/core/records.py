@@ -116,6 +116,15 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    # orjson refuses a number past a float's range; the exact path must too (it read 1e999 as inf,
+    # stored as null, whenever a long integer sat in the same body).
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:40]} is infinity when parsed as double")
+    return value
+
+
 def loads_exact(data: bytes) -> Any:
     """``orjson.loads``, except that integers beyond 64 bits keep their exact decimal text.
 
@@ -132,7 +141,7 @@ def loads_exact(data: bytes) -> Any:
     if not has_long_digits(data):
         return parsed
     try:
-        return json.loads(data, parse_int=_exact_int, parse_constant=_no_constants)
+        return json.loads(data, parse_int=_exact_int, parse_float=_finite_float, parse_constant=_no_constants)
     except (ValueError, RecursionError) as exc:
         raise orjson.JSONDecodeError(f"invalid JSON: {exc}", "", 0) from None
 
