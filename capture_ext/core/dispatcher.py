@@ -320,8 +320,6 @@ class Dispatcher:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise exc
-        elif not isinstance(exc, Exception | KeyboardInterrupt | SystemExit | GeneratorExit):
-            raise exc
         error = describe(exc)
         state.ledger.faults += 1
         logger.error("sink %s raised from %s(), counted as its failure: %s", state.name, what, error)
