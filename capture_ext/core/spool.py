@@ -259,6 +259,8 @@ class Spool:
                     scan.acks.setdefault(ack["b"], set()).add(ack["s"])
                 elif line[:1] == HEADER:
                     scan.saw_sequence(segment.environment_id, int(orjson.loads(line[1:])["q"]))
+                else:  # a record whose first byte was damaged, or nothing the spool writes: counted
+                    raise ValueError("unknown line type")
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                 scan.corrupt += 1
             position = end + 1
