@@ -11,7 +11,8 @@ import time
 import pytest
 
 from capture_ext.core.isolation import IsolatedSink
-from tests.unit.test_dispatcher import ScriptedSink, reconciled, setup
+from tests.fakes.sinks import ScriptedSink
+from tests.unit.test_dispatcher import reconciled, setup
 
 
 class Weird(BaseException):
