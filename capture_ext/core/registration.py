@@ -67,5 +67,9 @@ def register_blocking(
         if response.status != 200:
             raise LambdaAPIError("register", response.status, payload)
         return Registration.parse(response.getheader("Lambda-Extension-Identifier", ""), payload)
+    except http.client.HTTPException as exc:
+        # IncompleteRead, BadStatusLine...: not OSErrors, and python -m capture_ext turns only
+        # LambdaAPIError and OSError into its one-line "could not register" exit.
+        raise ConnectionError(f"malformed answer to register: {exc!r}") from exc
     finally:
         connection.close()

@@ -26,22 +26,17 @@ async def platform():
     await api.stop()
 
 
-async def test_a_second_registration_is_refused_with_the_platforms_reason(platform) -> None:
-    fake, address = platform
-    api = ExtensionsAPI(address)
-    registration = await api.register("capture-ext")
-    assert registration == Registration(fake.extension_id, "test-function", "$LATEST", "app.handler")
-    with pytest.raises(LambdaAPIError, match=r"register failed with HTTP 403: .*already registered") as info:
-        await ExtensionsAPI(address).register("capture-ext")
-    assert info.value.status == 403
+async def _register(address: str) -> ExtensionsAPI:
+    registration = await asyncio.to_thread(register_blocking, address, "capture-ext")
+    return ExtensionsAPI(address, registration.extension_id)
 
 
 async def test_register_blocking_speaks_the_same_protocol_and_raises_the_same_error(platform) -> None:
     fake, address = platform
     registration = await asyncio.to_thread(register_blocking, address, "capture-ext")
-    assert registration.extension_id == fake.extension_id and fake.extension_name == "capture-ext"
-    assert registration.function_name == "test-function" and registration.handler == "app.handler"
-    with pytest.raises(LambdaAPIError, match=r"Extension\.InvalidExtensionState") as info:
+    assert registration == Registration(fake.extension_id, "test-function", "$LATEST", "app.handler")
+    assert fake.extension_name == "capture-ext"
+    with pytest.raises(LambdaAPIError, match=r"register failed with HTTP 403: .*InvalidExtensionState") as info:
         await asyncio.to_thread(register_blocking, address, "again")
     assert info.value.status == 403
 
@@ -58,9 +53,8 @@ def test_an_empty_registration_body_gives_empty_fields() -> None:
 
 async def test_next_with_an_identifier_the_platform_does_not_know_is_an_error(platform) -> None:
     _, address = platform
-    api = ExtensionsAPI(address)
-    await api.register("capture-ext")
-    api.extension_id = "not-ours"
+    await _register(address)
+    api = ExtensionsAPI(address, "not-ours")
     try:
         with pytest.raises(LambdaAPIError, match=r"event/next failed with HTTP 403: .*unknown identifier not-ours"):
             await api.next_event()
@@ -70,11 +64,10 @@ async def test_next_with_an_identifier_the_platform_does_not_know_is_an_error(pl
 
 async def test_error_reports_reach_the_platform_and_a_refused_one_is_logged(platform, caplog) -> None:
     fake, address = platform
-    api = ExtensionsAPI(address)
-    await api.report_error("init", "Extension.ConfigError", "before registering")  # no identifier yet
+    await ExtensionsAPI(address, "").report_error("init", "Extension.ConfigError", "no identifier")
     assert fake.init_errors == []
     assert "init/error answered HTTP 403" in caplog.text and "MissingExtensionIdentifier" in caplog.text
-    await api.register("capture-ext")
+    api = await _register(address)
     await api.report_error("exit", "Extension.Crash", "it broke")
     body = {"errorMessage": "it broke", "errorType": "Extension.Crash", "stackTrace": []}
     assert fake.exit_errors == [{"type": "Extension.Crash", "body": body}]
@@ -90,9 +83,7 @@ async def test_a_telemetry_subscription_is_accepted_unsupported_or_refused(caplo
         fake = FakeLambdaAPI(telemetry=telemetry)
         address = await fake.start()
         try:
-            api = ExtensionsAPI(address)
-            if register:
-                await api.register("capture-ext")
+            api = await _register(address) if register else ExtensionsAPI(address, "")
             caplog.clear()
             assert await api.subscribe_telemetry(4243, "/t") is expected
             if said:
@@ -103,8 +94,9 @@ async def test_a_telemetry_subscription_is_accepted_unsupported_or_refused(caplo
             await fake.stop()
 
 
-async def test_an_api_that_hangs_up_mid_answer_is_an_oserror_the_lifecycle_handles() -> None:
-    """Regression (found by the coverage work): the h11 error escaped ``except OSError``."""
+async def test_an_api_that_hangs_up_mid_answer_is_an_oserror_the_caller_handles() -> None:
+    """Regression (found by the coverage work): h11's and http.client's own exceptions escaped the
+    ``except (LambdaAPIError, OSError)`` around registration and the API calls."""
 
     async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
@@ -113,10 +105,12 @@ async def test_an_api_that_hangs_up_mid_answer_is_an_oserror_the_lifecycle_handl
         writer.close()
 
     server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
     try:
-        api = ExtensionsAPI(f"127.0.0.1:{server.sockets[0].getsockname()[1]}")
         with pytest.raises(OSError, match="malformed HTTP response"):
-            await api.register("capture-ext")
+            await ExtensionsAPI(address, "ext-1").subscribe_telemetry(4243)
+        with pytest.raises(OSError, match="malformed answer to register: IncompleteRead"):
+            await asyncio.to_thread(register_blocking, address, "capture-ext")
     finally:
         server.close()
 

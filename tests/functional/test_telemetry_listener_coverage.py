@@ -29,6 +29,10 @@ def _chunked(body: bytes, sizes: list[int], last: bytes = b"0\r\n\r\n") -> bytes
     return out + last
 
 
+async def _by_platform(tracker: RuntimeDoneTracker, request_id: str) -> bool:
+    return await tracker.wait_platform(request_id, 0.0)
+
+
 @pytest.fixture
 async def listener():
     tracker = RuntimeDoneTracker()
@@ -59,7 +63,7 @@ async def test_a_delivery_split_at_every_point_of_its_framing_is_reassembled(lis
     body = _delivery("pieces")
     plain = b"POST /telemetry HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
     answer = await _dribble(port, plain, [plain.index(b"\r\n\r\n") + 6])  # the body in two reads
-    assert answer.startswith(b"HTTP/1.1 200 OK") and tracker.is_done_by_platform("pieces")
+    assert answer.startswith(b"HTTP/1.1 200 OK") and await _by_platform(tracker, "pieces")
 
     body = _delivery("chunks")
     raw = _chunked(body, [10, len(body) - 10])
@@ -67,7 +71,7 @@ async def test_a_delivery_split_at_every_point_of_its_framing_is_reassembled(lis
     # cut inside a chunk-size line, inside chunk data, and before the final CRLF after the 0 chunk
     cuts = [head_end + 2, head_end + 14, len(raw) - 2]
     answer = await _dribble(port, raw, cuts)
-    assert answer.startswith(b"HTTP/1.1 200 OK") and tracker.is_done_by_platform("chunks")
+    assert answer.startswith(b"HTTP/1.1 200 OK") and await _by_platform(tracker, "chunks")
 
 
 async def test_chunk_trailers_are_read_and_skipped(listener) -> None:
@@ -75,7 +79,7 @@ async def test_chunk_trailers_are_read_and_skipped(listener) -> None:
     body = _delivery("trailed")
     raw = _chunked(body, [len(body)], last=b"0\r\nX-Checksum: 1")
     answer = await _dribble(port, raw + b"\r\n\r\n", [len(raw)])  # the trailer's end comes later
-    assert answer.startswith(b"HTTP/1.1 200 OK") and tracker.is_done_by_platform("trailed")
+    assert answer.startswith(b"HTTP/1.1 200 OK") and await _by_platform(tracker, "trailed")
 
 
 @pytest.mark.parametrize(
@@ -125,7 +129,7 @@ async def test_a_repeated_equal_content_length_is_accepted(listener) -> None:
     )
     answer = await _dribble(port, raw, [])
     assert answer.startswith(b"HTTP/1.1 200 OK") and b"connection: close" in answer
-    assert tracker.is_done_by_platform("twice")
+    assert await _by_platform(tracker, "twice")
 
 
 async def test_a_deliver_that_raises_gets_500_and_the_connection_serves_on(caplog) -> None:
@@ -177,7 +181,7 @@ async def test_an_idle_timeout_cuts_a_half_sent_request_with_408_and_spares_a_bu
             answer = await half_reader.read()
         assert answer.startswith(b"HTTP/1.1 408") and b"request not received in time" in answer
         assert loop.time() - started >= 0.4
-        assert tracker.is_done_by_platform("busy") and len(server.connections) == 1
+        assert await _by_platform(tracker, "busy") and len(server.connections) == 1
     finally:
         half_writer.close()
         busy_writer.close()

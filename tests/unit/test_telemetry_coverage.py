@@ -15,7 +15,12 @@ def _event(kind: str, record: object) -> dict:
     return {"time": "2026-01-01T00:00:00Z", "type": kind, "record": record}
 
 
-def test_a_delivery_marks_only_well_formed_runtime_done_records_and_tells_the_lifecycle() -> None:
+async def by_platform(tracker: RuntimeDoneTracker, request_id: str) -> bool:
+    """Whether the platform's own runtimeDone of ``request_id`` was seen (no waiting)."""
+    return await tracker.wait_platform(request_id, 0.0)
+
+
+async def test_a_delivery_marks_only_well_formed_runtime_done_records_and_tells_the_lifecycle() -> None:
     tracker = RuntimeDoneTracker()
     told: list[str] = []
     tracker.on_runtime_done = told.append
@@ -30,14 +35,14 @@ def test_a_delivery_marks_only_well_formed_runtime_done_records_and_tells_the_li
     ).encode()
     assert tracker.deliver("POST", body) == (200, b"")
     assert told == ["r1"]
-    assert tracker.is_done_by_platform("r1") and not tracker.is_done("r2") and not tracker.is_done("42")
+    assert await by_platform(tracker, "r1") and not tracker.is_done("r2") and not tracker.is_done("42")
 
 
-def test_a_single_event_object_is_taken_as_a_one_event_delivery() -> None:
+async def test_a_single_event_object_is_taken_as_a_one_event_delivery() -> None:
     tracker = RuntimeDoneTracker()
     body = json.dumps(_event("platform.runtimeDone", {"requestId": "solo"})).encode()
     assert tracker.deliver("POST", body) == (200, b"")
-    assert tracker.is_done_by_platform("solo")
+    assert await by_platform(tracker, "solo")
 
 
 def test_dropped_telemetry_is_reported_with_the_platforms_count(caplog) -> None:
@@ -70,7 +75,7 @@ async def test_a_wait_ends_when_the_request_is_marked_done() -> None:
     loop.call_later(0.05, tracker.mark_started, "r")  # a start wakes the waiter, which waits on
     loop.call_later(0.1, tracker.mark_done, "r", "success", True)
     assert await tracker.wait("r", timeout=5.0) is True
-    assert tracker.client_signals and tracker.is_done("r") and not tracker.is_done_by_platform("r")
+    assert tracker.client_signals and tracker.is_done("r") and not await by_platform(tracker, "r")
     assert tracker._waiters == {}  # nothing left behind
 
 
@@ -90,7 +95,7 @@ async def test_with_a_client_grace_the_platforms_event_is_awaited_a_little_longe
     tracker.mark_done("a", from_client=True)
     loop.call_later(0.05, tracker.mark_done, "a")
     assert await tracker.wait("a", timeout=5.0, client_grace=5.0) is True
-    assert tracker.is_done_by_platform("a") and "no runtimeDone" not in caplog.text
+    assert await by_platform(tracker, "a") and "no runtimeDone" not in caplog.text
     # The platform's event never comes: after the grace the client's word is taken, and said so.
     tracker.mark_done("b", from_client=True)
     assert await tracker.wait("b", timeout=5.0, client_grace=0.05) is True
