@@ -30,8 +30,8 @@ GROUPS = {
 
 #: Branch-coverage floors (percent), set just under what the suite reaches (docs/testing.md).
 BRANCH_FLOORS = {
-    "capture_ext": 90.7,
-    "capture_ext/core": 95.6,
+    "capture_ext": 90.9,
+    "capture_ext/core": 95.7,
     "capture_ext/client.py": 94.0,
 }
 
