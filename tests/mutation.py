@@ -112,20 +112,27 @@ def selection() -> list[str]:
     return [str(path) for path in config["pytest_add_cli_args_test_selection"]]
 
 
-def deselected(module: str) -> list[str]:
+SIMULATION = "tests/unit/test_simulation.py"
+
+
+def deselected(module: str, survivors_only: bool = False) -> list[str]:
     """The files of the whole selection that do not run against ``module``'s mutants.
 
     Deselected through ``PYTEST_ADDOPTS`` rather than by changing ``[tool.mutmut]``: a change
-    there makes mutmut forget every module's results.
+    there makes mutmut forget every module's results. A re-run of survivors leaves out the
+    simulation too: its seeded histories already ran against them and let them live.
     """
     allowed = FAST_TESTS.get(module)
-    return [] if allowed is None else [path for path in selection() if path not in allowed]
+    skipped = [] if allowed is None else [path for path in selection() if path not in allowed]
+    if survivors_only and SIMULATION not in skipped:
+        skipped.append(SIMULATION)
+    return skipped
 
 
 def run_module(module: str, timeout_s: float | None, names: list[str] | None = None) -> float:
     SOURCE_NOTE.parent.mkdir(exist_ok=True)
     SOURCE_NOTE.write_text(source_commit())
-    skipped = " ".join(f"--deselect {path}" for path in deselected(module))
+    skipped = " ".join(f"--deselect {path}" for path in deselected(module, survivors_only=names is not None))
     env = {**os.environ, "CAPTURE_SIM_SEEDS": SIM_SEEDS, "PYTEST_ADDOPTS": skipped}
     targets = names if names is not None else [dotted(module) + ".*"]
     command = [sys.executable, "-m", "mutmut", "run", "--max-children", "1", *targets]

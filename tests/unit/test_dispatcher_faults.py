@@ -635,3 +635,47 @@ async def test_a_sink_is_started_once_and_a_start_that_raises_is_named_in_the_lo
     add_batch(dispatcher, ledger, 4)
     await dispatcher.flush(time.monotonic() + 5, ignore_breakers=True)
     assert sink.started == 2 and len(sink.delivered) == 8  # started again once, then never again
+
+
+async def test_a_fatal_batch_does_not_hold_up_the_next_one_in_the_same_flush():
+    sink = ScriptedSink("a", [WriteResult.fatal("AccessDenied")])
+    dispatcher, ledger, _ = setup([sink])
+    add_batch(dispatcher, ledger, 4)
+    await dispatcher.flush(time.monotonic() + 5)
+    assert ledger.sinks["a"].dropped == {"fatal": 4} and sink.delivered == ["r4", "r5", "r6", "r7"]
+
+
+async def test_one_partial_failure_pins_the_batch_for_the_retry():
+    sink = ScriptedSink("a", [WriteResult.retryable("x", failed_indices=(1,))])
+    dispatcher, _, _ = setup([sink], max_attempts=1)
+    await dispatcher.flush(time.monotonic() + 5)
+    (pending,) = dispatcher.states["a"].backlog
+    assert len(pending.subset) == 1 and pending.sealed.busy == 1
+
+
+async def test_a_retryable_answer_without_an_error_text_reads_retryable_error():
+    sink = ScriptedSink("a", [WriteResult(Outcome.RETRYABLE)])
+    dispatcher, _, _ = setup([sink], max_attempts=1)
+    await dispatcher.flush(time.monotonic() + 5)
+    assert dispatcher.states["a"].last_error == "retryable error"
+
+
+async def test_a_sink_that_blocks_the_loop_during_a_flush_is_named_by_the_watchdog():
+    class Blocking(ScriptedSink):
+        async def write_batch(self, batch):
+            time.sleep(0.3)  # noqa: ASYNC251 - the fault under test: a sink that blocks the loop
+            return await super().write_batch(batch)
+
+    sink = Blocking("a")
+    dispatcher, _, _ = setup([sink])
+    dispatcher.watchdog.threshold_s = 0.1
+    await dispatcher.flush(time.monotonic() + 5)
+    assert dispatcher.watchdog.blocked == {"sink a": 1}
+
+
+async def test_by_default_a_write_hanging_through_more_than_one_second_has_failed():
+    """The default fair budget (2 s, what the plugin contract kit uses) halves to 1 s per write."""
+    sink = ScriptedSink("a", delay=3600)
+    dispatcher, _, _ = setup([sink], max_attempts=1)
+    await dispatcher.flush(time.monotonic() + 1.1)
+    assert dispatcher.states["a"].consecutive_failures == 1 and dispatcher.states_by_name() == {"a": "open"}
