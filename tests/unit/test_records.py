@@ -269,6 +269,10 @@ def test_a_record_too_deep_to_write_back_is_refused_by_position():
             "field 'sequence' is sent at the top level and as metadata.client_sequence: send it once",
         ),
         (
+            {"input": 1, "k" * 64: 1, "metadata": {"k" * 64: 2}},
+            f"field '{'k' * 64}' is sent at the top level and as metadata.{'k' * 64}: send it once",
+        ),
+        (
             {"input": 1, "k" * 65: 1, "metadata": {"k" * 65: 2}},
             f"field '{'k' * 64}…' is sent at the top level and as metadata.{'k' * 64}…: send it once",
         ),
@@ -365,3 +369,20 @@ def test_a_long_integer_does_not_let_invalid_json_through():
     with pytest.raises(RecordError) as info:
         parse_body(b"[" * 100_000 + b"12345678901234567890123" + b"]" * 100_000, "application/json", 10**6)
     assert str(info.value).startswith("invalid JSON (invalid JSON: maximum recursion depth exceeded")
+
+
+@pytest.fixture
+def host_east_of_utc(monkeypatch):
+    """The host's local zone is not UTC (+05:30, a POSIX rule: no zone database needed)."""
+    import time
+
+    monkeypatch.setenv("TZ", "XST-5:30")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_a_timestamp_without_an_offset_is_utc_whatever_the_hosts_zone(host_east_of_utc):
+    assert normalize({"input": 1, "timestamp": "2024-01-02T03:04:05"})["timestamp"] == "2024-01-02T03:04:05.000Z"
+    assert normalize({"input": 1, "timestamp": "2024-01-02T03:04:05+01:00"})["timestamp"] == "2024-01-02T02:04:05.000Z"
