@@ -443,3 +443,29 @@ async def test_a_health_request_reads_the_held_lines_first(tmp_path):
     finally:
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.parametrize("path", ["/v1/records", "/v1/records?partial=1"])
+def test_a_record_a_hook_drops_does_not_turn_the_answer_into_a_503(path):
+    """Regression (found by mutation testing): a hook dropping one record of a request made the
+    answer "503 buffer is full; records were not kept" although the others were kept, so a
+    client retrying the request duplicated them, on every retry."""
+
+    def prepare(record):
+        if record["input"] == "bad":
+            raise ValueError("no")
+
+    ingest, ledger, store = build(prepare=prepare)
+    status, payload = answer(post(ingest, b'{"input": "ok"}\n{"input": "bad"}\n{"input": "ok2"}'))
+    assert status == 202 and payload["accepted"] == 2
+    assert ledger.received == 3 and ledger.dropped == {"prepare_error": 1} and not ledger.rejected
+    assert [r["input"] for r in store.buffer._records] == ["ok", "ok2"]
+
+
+def test_a_partial_line_that_cannot_be_stored_does_not_turn_the_answer_into_a_503():
+    """Regression (found by mutation testing): as above, for a line refused alone on ?partial=1."""
+    ingest, ledger, store = build()
+    deep = b'{"input": ' + b"[" * 300 + b"]" * 300 + b"}"  # read by orjson, too deep to write back
+    status, payload = answer(post(ingest, b'{"input": 1}\n' + deep + b'\n{"input": 2}', path="/v1/records?partial=1"))
+    assert (status, payload) == (202, {"accepted": 2, "rejected": 1})
+    assert ledger.received == 2 and ledger.rejected == {"invalid": 1} and len(store.buffer) == 2
