@@ -386,3 +386,28 @@ def host_east_of_utc(monkeypatch):
 def test_a_timestamp_without_an_offset_is_utc_whatever_the_hosts_zone(host_east_of_utc):
     assert normalize({"input": 1, "timestamp": "2024-01-02T03:04:05"})["timestamp"] == "2024-01-02T03:04:05.000Z"
     assert normalize({"input": 1, "timestamp": "2024-01-02T03:04:05+01:00"})["timestamp"] == "2024-01-02T02:04:05.000Z"
+
+
+def test_the_media_type_is_what_comes_before_the_first_parameter():
+    body = b'{"input": 1}\n{"input": 2}'
+    assert len(parse_body(body, "application/x-ndjson; charset=utf-8; profile=x", LIMIT)) == 2
+    assert parse_body(b'{"input": 1}', "application/json; charset=utf-8; q=1", LIMIT) == [{"input": 1}]
+
+
+def test_a_single_body_that_is_not_an_object_is_named_record_0():
+    with pytest.raises(RecordError) as info:
+        parse_body(b"5", "application/json", LIMIT)
+    assert str(info.value) == "record 0: expected a JSON object, got int"
+
+
+@pytest.mark.parametrize(
+    ("instant", "expected"),
+    [(-0.000001, "1969-12-31T23:59:59.999Z"), (-1.000001, "1969-12-31T23:59:58.999Z")],
+)
+def test_a_microsecond_before_a_second_is_its_last_millisecond(instant, expected):
+    assert rfc3339_ms(instant) == expected
+
+
+def test_a_new_enricher_knows_no_invoke_trace():
+    record = Enricher("fn", "1", "env").enrich({"request_id": "req-1"})
+    assert "trace_id" not in record and record["sequence"] == 1
