@@ -469,3 +469,190 @@ def test_a_partial_line_that_cannot_be_stored_does_not_turn_the_answer_into_a_50
     status, payload = answer(post(ingest, b'{"input": 1}\n' + deep + b'\n{"input": 2}', path="/v1/records?partial=1"))
     assert (status, payload) == (202, {"accepted": 2, "rejected": 1})
     assert ledger.received == 2 and ledger.rejected == {"invalid": 1} and len(store.buffer) == 2
+
+
+def test_a_new_ingest_holds_nothing_and_has_read_nothing():
+    ingest, _, _ = build()
+    assert (ingest.held, ingest.unread, ingest.bytes_read, ingest.connections) == (False, False, 0, set())
+
+
+def test_the_partial_flag_must_be_a_parameter_of_its_own():
+    assert not _query_flag("/v1/records?note=why?partial", "partial")
+
+
+@pytest.mark.parametrize("query", ["partial", "partial=true", "a=b&partial=1"])
+def test_every_spelling_of_the_partial_flag_takes_the_partial_path(query):
+    ingest, _, _ = build()
+    status, payload = answer(post(ingest, b'{"input": 1}\n[1]', path=f"/v1/records?{query}"))
+    assert (status, payload) == (202, {"accepted": 1, "rejected": 1})
+
+
+def test_a_partial_post_counts_only_its_own_refusals_and_control_lines_alone_keep_nothing():
+    ingest, ledger, _ = build()
+    ledger.rejected["invalid"] = 5  # refused earlier
+    assert answer(post(ingest, b'{"input": 1}\n[1]\n[2]', path="/v1/records?partial=1")) == (
+        202,
+        {"accepted": 1, "rejected": 2},
+    )
+    control = b'{"_capture_ext": "done", "request_id": "r"}'
+    assert answer(post(ingest, control, path="/v1/records?partial=1")) == (202, {"accepted": 0, "rejected": 0})
+
+
+def test_a_done_line_never_calls_the_start_callback():
+    started: list[str] = []
+    ingest, _, _ = build(on_handler_started=started.append)
+    assert ingest.parse_line(b'{"_capture_ext": "done", "request_id": "r1"}') is None
+    assert started == []
+
+
+def test_records_are_redacted_before_they_are_stored():
+    from capture_ext.core.redact import Redactor, parse_rules
+
+    ingest, _, store = build(redactor=Redactor(parse_rules("input.secret")))
+    assert ingest.accept([{"input": {"secret": "s3cr3t", "q": 1}}]) == 1
+    assert store.buffer._records[0]["input"] == {"secret": "[REDACTED]", "q": 1}
+
+
+def test_a_value_a_hook_adds_that_json_cannot_hold_is_kept_not_refused(tmp_path):
+    """Serialised as its text (the spool line), so a hook may add a date or a Decimal."""
+    import datetime as dt
+
+    from capture_ext.core.spool import Spool
+
+    def prepare(record):
+        record["metadata"]["at"] = dt.date(2024, 1, 2)
+
+    ledger = Ledger()
+    budget = MemoryBudget(100_000)
+    spool = Spool(str(tmp_path / "spool"), 1_000_000, "never", "env")
+    spool.open()
+    store = Store(RecordBuffer("env", budget, 100, 100_000), budget, spool, sinks=["a"])
+    ingest = Ingest(store, ledger, Enricher("fn", "1", "env"), 100_000, prepare=prepare)
+    assert ingest.accept([{"input": 1, "metadata": {}}]) == 1 and not ledger.rejected
+    (segment,) = spool.segments
+    with open(segment.path, "rb") as handle:
+        assert b'"metadata":{"at":"2024-01-02"}' in handle.read()
+
+
+def test_a_raising_hook_is_logged_by_exception_type(caplog):
+    def prepare(record):
+        raise KeyError("secret")
+
+    ingest, ledger, _ = build(prepare=prepare)
+    ledger.dropped["prepare_error"] = 1
+    ledger.received = 10
+    with caplog.at_level(logging.WARNING, "capture_ext.core.ingest"):
+        assert ingest.accept([{"input": 1}, {"input": 2}]) == 0
+    assert [r.getMessage() for r in caplog.records] == ["capture_prepare_record raised KeyError; record dropped"] * 2
+    assert ledger.dropped == {"prepare_error": 3} and ledger.received == 12
+
+
+def test_the_counts_add_up_across_calls():
+    def prepare(record):
+        if record["input"] == "hook":
+            raise ValueError("no")
+
+    ingest, ledger, _ = build(memory=10, prepare=prepare)
+    ledger.received, ledger.rejected["buffer_full"], ledger.dropped["prepare_error"] = 10, 1, 1
+    records = [{"input": "x" * 40}, {"input": "hook"}, {"input": "hook"}]
+    assert ingest.accept(records, answered=True) == 0
+    assert ledger.received == 12 and ledger.rejected == {"buffer_full": 2} and ledger.dropped == {"prepare_error": 3}
+    assert ingest.accept([{"input": "hook"}], answered=True) == 0  # nothing reached the store
+    assert ledger.received == 13 and ledger.rejected == {"buffer_full": 2}
+
+
+def test_a_socket_record_that_cannot_be_stored_costs_only_itself():
+    class Unprintable:
+        def __str__(self):
+            raise ValueError("no text")
+
+    ingest, ledger, store = build()
+    ledger.rejected["invalid"] = 4
+    assert ingest.accept([{"input": Unprintable()}, {"input": 2}]) == 1
+    assert ledger.rejected == {"invalid": 5} and [r["input"] for r in store.buffer._records] == [2]
+
+
+def test_a_whole_request_with_a_record_that_cannot_be_stored_keeps_nothing():
+    ingest, ledger, store = build()
+    deep = b'{"input": ' + b"[" * 300 + b"]" * 300 + b"}"
+    status, payload = answer(post(ingest, b'{"input": 1}\n' + deep))
+    assert (status, payload) == (400, {"error": "record 1: cannot be stored (TypeError: Recursion limit reached)"})
+    assert len(store.buffer) == 0 and ledger.received == 0 and ledger.rejected == {"invalid": 1}
+
+
+def test_every_bug_behind_a_request_is_counted_and_logged(caplog):
+    ingest, ledger, store = build()
+
+    def broken(items):
+        raise RuntimeError("a bug")
+
+    store.add = broken
+    with caplog.at_level(logging.ERROR, "capture_ext.core.ingest"):
+        post(ingest, b'{"input": 1}')
+        post(ingest, b'{"input": 1}')
+    assert ledger.rejected == {"invalid": 2}
+    assert [r.getMessage() for r in caplog.records] == ["records request refused"] * 2
+
+
+def test_a_spool_that_is_full_is_named_in_the_503(tmp_path):
+    from capture_ext.core.spool import Spool
+
+    ledger = Ledger()
+    budget = MemoryBudget(100_000)
+    spool = Spool(str(tmp_path / "spool"), 2_000, "never", "env")
+    spool.open()
+    store = Store(RecordBuffer("env", budget, 100, 100_000), budget, spool, sinks=["a"])
+    ingest = Ingest(store, ledger, Enricher("fn", "1", "env"), 100_000)
+    big = orjson.dumps({"input": "x" * 3000})
+    assert answer(post(ingest, big)) == (
+        503,
+        {"error": "capture spool is full; records were not kept", "accepted": 0, "dropped": 1},
+    )
+    assert answer(post(ingest, big, path="/v1/records?partial=1")) == (
+        503,
+        {"error": "capture spool is full; records were not kept", "accepted": 0},
+    )
+    assert ledger.rejected == {"spool_full": 2}
+
+
+async def test_a_health_path_is_what_comes_before_the_first_question_mark():
+    ingest, _, _ = build()
+    response = await ingest.handle_http(Request("GET", "/v1/health?a=1?b=2", {}, b""))
+    assert answer(response) == (200, {"status": "ok"})
+
+
+def test_refusals_on_the_socket_add_up(monkeypatch):
+    import capture_ext.core.ingest as ingest_module
+
+    ingest, ledger, _ = build()
+    ledger.rejected.update({"too_large": 3, "invalid": 3, "truncated": 3, "internal_error": 3})
+    ingest.parse_line(b'"' + b"x" * 1000 + b'"')
+    ingest.parse_line(b"[1]")
+
+    def explode(raw):
+        raise ZeroDivisionError
+
+    monkeypatch.setattr(ingest_module, "normalize", explode)
+    ingest.parse_line(b'{"input": 1}')
+    assert ledger.rejected == {"too_large": 4, "invalid": 5, "truncated": 3, "internal_error": 3}
+    monkeypatch.undo()
+    protocol = _LineProtocol(ingest, limit=20)
+    protocol.data_received(b"y" * 21)
+    protocol.data_received(b'\n{"input": 1')
+    protocol.eof_received()
+    assert ledger.rejected == {"too_large": 5, "invalid": 5, "truncated": 4, "internal_error": 3}
+
+
+def test_a_core_bug_on_the_socket_is_logged_with_the_count(caplog):
+    ingest, ledger, store = build()
+    ledger.rejected["internal_error"] = 1
+
+    def broken(items):
+        raise RuntimeError("a bug")
+
+    store.add = broken
+    protocol = _LineProtocol(ingest, limit=1000)
+    with caplog.at_level(logging.ERROR, "capture_ext.core.ingest"):
+        protocol.data_received(b'{"input": 1}\n{"input": 2}\n')
+    assert ledger.rejected == {"internal_error": 3}
+    assert [r.getMessage() for r in caplog.records] == ["socket: 2 records could not be stored"]
