@@ -5,10 +5,11 @@ mutmut (configured in pyproject.toml, ``[tool.mutmut]``) copies the package to `
 changes one operator, constant or call at a time and runs the tests that reach the changed
 function. This script runs it module by module with one worker (the machine is shared), then
 writes the table per module and every survivor with its explanation from
-``tests/mutation_notes.toml``: the test that now kills it, or why it is equivalent.
+``tests/mutation_notes.toml``: why it is equivalent, or why it is accepted.
 
     python -m tests.mutation                      # every module, then the report
     python -m tests.mutation --modules core/spool.py client.py
+    python -m tests.mutation --survivors --modules core/records.py   # after writing tests
     python -m tests.mutation --report-only        # rewrite the report from mutants/*.meta
 """
 
@@ -72,6 +73,9 @@ class ModuleResult:
     module: str
     counts: Counter[str] = field(default_factory=Counter)
     survivors: list[str] = field(default_factory=list)
+    #: Mutants without a verdict: never run, reset by mutmut because their function changed, or
+    #: without a test when they last ran (tests may reach them now).
+    unrun: list[str] = field(default_factory=list)
     seconds: float | None = None
 
     @property
@@ -129,10 +133,12 @@ def deselected(module: str, survivors_only: bool = False) -> list[str]:
     return skipped
 
 
-def run_module(module: str, timeout_s: float | None, names: list[str] | None = None) -> float:
+def run_module(
+    module: str, timeout_s: float | None, names: list[str] | None = None, survivors_only: bool = False
+) -> float:
     SOURCE_NOTE.parent.mkdir(exist_ok=True)
     SOURCE_NOTE.write_text(source_commit())
-    skipped = " ".join(f"--deselect {path}" for path in deselected(module, survivors_only=names is not None))
+    skipped = " ".join(f"--deselect {path}" for path in deselected(module, survivors_only))
     env = {**os.environ, "CAPTURE_SIM_SEEDS": SIM_SEEDS, "PYTEST_ADDOPTS": skipped}
     targets = names if names is not None else [dotted(module) + ".*"]
     command = [sys.executable, "-m", "mutmut", "run", "--max-children", "1", *targets]
@@ -158,6 +164,8 @@ def collect(module: str) -> ModuleResult:
         result.counts[state] += 1
         if state == "survived":
             result.survivors.append(name)
+        elif state in ("not run", "no test"):
+            result.unrun.append(name)
     return result
 
 
@@ -257,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--survivors",
         action="store_true",
-        help="re-run only the mutants that survived the last run (after writing tests that should kill them)",
+        help="run only the last run's survivors and the mutants without a result (after writing tests, or after"
+        " a change to some functions of the module)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -265,9 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         for module in args.modules:
             if args.survivors:
-                names = collect(module).survivors
-                if names:
-                    run_module(module, args.timeout, names)
+                last = collect(module)
+                if last.survivors:
+                    run_module(module, args.timeout, last.survivors, survivors_only=True)
+                if last.unrun:
+                    run_module(module, args.timeout, last.unrun)
             else:
                 timings[module] = run_module(module, args.timeout)
     results = [collect(module) for module in MODULES]
