@@ -419,8 +419,11 @@ def test_the_socket_is_not_held_after_an_invoke_that_brought_64_kib():
     ingest.bytes_read = 64 * 1024 - 1
     assert ingest.hold() and ingest.bytes_read == 0
     ingest.release()
+    assert ingest.unread
     ingest.bytes_read = 64 * 1024
     assert not ingest.hold() and not ingest.held and ingest.bytes_read == 0
+    assert ingest.hold() and ingest.unread is False  # a new hold: nothing released since
+    ingest.release()
     ingest.unread = False
     ingest.release()  # not held: nothing to release
     assert not ingest.unread
@@ -514,13 +517,15 @@ def test_records_are_redacted_before_they_are_stored():
 
 
 def test_a_value_a_hook_adds_that_json_cannot_hold_is_kept_not_refused(tmp_path):
-    """Serialised as its text (the spool line), so a hook may add a date or a Decimal."""
-    import datetime as dt
+    """Serialised as its text (the spool line), so a hook may add a Decimal, say."""
+    from decimal import Decimal
 
     from capture_ext.core.spool import Spool
 
     def prepare(record):
-        record["metadata"]["at"] = dt.date(2024, 1, 2)
+        if record["input"] == "hook":
+            raise ValueError("no")
+        record["metadata"]["at"] = Decimal("1.50")
 
     ledger = Ledger()
     budget = MemoryBudget(100_000)
@@ -531,7 +536,10 @@ def test_a_value_a_hook_adds_that_json_cannot_hold_is_kept_not_refused(tmp_path)
     assert ingest.accept([{"input": 1, "metadata": {}}]) == 1 and not ledger.rejected
     (segment,) = spool.segments
     with open(segment.path, "rb") as handle:
-        assert b'"metadata":{"at":"2024-01-02"}' in handle.read()
+        assert b'"metadata":{"at":"1.50"}' in handle.read()
+    size = segment.size
+    assert ingest.accept([{"input": "hook"}]) == 0  # nothing to store: nothing written
+    assert segment.size == size
 
 
 def test_a_raising_hook_is_logged_by_exception_type(caplog):
@@ -656,3 +664,25 @@ def test_a_core_bug_on_the_socket_is_logged_with_the_count(caplog):
         protocol.data_received(b'{"input": 1}\n{"input": 2}\n')
     assert ledger.rejected == {"internal_error": 3}
     assert [r.getMessage() for r in caplog.records] == ["socket: 2 records could not be stored"]
+
+
+async def test_a_socket_line_of_the_limit_is_read_and_a_longer_one_cut_by_eof_is_too_large(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ingest, ledger, store = build()
+    server = await start_socket_server(ingest, "capture.sock")  # no directory: the working one
+    try:
+        assert sorted(os.listdir(tmp_path)) == ["capture.sock"]
+        line = b'{"input": "' + b"x" * (1000 - 13) + b'"}'
+        _, writer = await asyncio.open_unix_connection("capture.sock")
+        writer.write(line)  # the limit exactly, its newline in a later read
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"\n")
+        assert await settle(lambda: len(store.buffer) == 1)
+        writer.write(b"y" * 1002)  # longer than the limit by two, and the connection ends
+        writer.close()
+        assert await settle(lambda: not ingest.connections)
+        assert ledger.rejected == {"too_large": 1}
+    finally:
+        server.close()
+        await server.wait_closed()
