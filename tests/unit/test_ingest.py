@@ -430,7 +430,9 @@ def test_the_socket_is_not_held_after_an_invoke_that_brought_64_kib():
 
 
 async def test_a_health_request_reads_the_held_lines_first(tmp_path):
-    ingest, ledger, _ = build(health=lambda: {"received": ledger.received})
+    counts: list[Ledger] = []
+    ingest, ledger, _ = build(health=lambda: {"received": counts[0].received})
+    counts.append(ledger)
     path = str(tmp_path / "capture.sock")
     server = await start_socket_server(ingest, path)
     try:
