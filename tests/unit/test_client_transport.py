@@ -360,3 +360,43 @@ def test_a_server_error_keeps_the_lines_for_later(sock_path, http_server, status
     client = CaptureClient(socket_path=sock_path, port=http_server.server_address[1], timeout_ms=2000)
     client.capture(input="a")
     assert client.stats["dropped"] == 0 and client._outbox.count(b"\n") == 1 and client._http_retry_at > 0
+
+
+def test_the_module_level_capture_passes_every_field_to_the_process_client(monkeypatch):
+    client = CaptureClient(socket_path="/nonexistent", port=free_port(), timeout_ms=0)
+    lines: list[bytes] = []
+    monkeypatch.setattr(client, "send_line", lines.append)
+    monkeypatch.setattr(client_module, "_client", client)
+    fields = {
+        "inference_id": "i1",
+        "request_id": "r1",
+        "model": "m",
+        "latency_ms": 1.5,
+        "metadata": {"k": "v"},
+        "timestamp": 7,
+        "trace_id": "t1",
+    }
+    assert client_module.capture({"q": 1}, {"a": 2}, **fields) == "i1"
+    assert json.loads(lines[0]) == {"input": {"q": 1}, "output": {"a": 2}, **fields}
+
+
+def test_a_client_that_cannot_be_created_is_logged_at_debug_with_its_traceback(monkeypatch, caplog):
+    def unusable():
+        raise OSError("no environment")
+
+    monkeypatch.setattr(client_module, "get_client", unusable)
+    with caplog.at_level(logging.DEBUG, "capture_ext.client"):
+        client_module.capture(input="x")
+    (record,) = caplog.records
+    assert record.getMessage() == "capture client could not be created"
+    assert record.exc_info is not None and str(record.exc_info[1]) == "no environment"
+
+
+def test_integers_at_the_64_bit_edges_stay_numbers():
+    edges = {"max": 2**64 - 1, "min": -(2**63), "over": 2**64, "under": -(2**63) - 1}
+    assert client_module._big_ints_as_text(edges) == {
+        "max": 2**64 - 1,
+        "min": -(2**63),
+        "over": str(2**64),
+        "under": str(-(2**63) - 1),
+    }
