@@ -8,6 +8,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -367,7 +368,7 @@ def test_the_module_level_capture_passes_every_field_to_the_process_client(monke
     lines: list[bytes] = []
     monkeypatch.setattr(client, "send_line", lines.append)
     monkeypatch.setattr(client_module, "_client", client)
-    fields = {
+    fields: dict[str, Any] = {
         "inference_id": "i1",
         "request_id": "r1",
         "model": "m",
