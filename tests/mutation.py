@@ -35,9 +35,11 @@ MODULES = (
     "core/store.py",
     "core/buffer.py",
     "core/dispatcher.py",
+    "core/write_results.py",
     "core/ingest.py",
     "core/records.py",
     "client.py",
+    "client_support.py",
 )
 #: The simulation is the strongest oracle of the core, and the slowest test: fewer seeds here.
 SIM_SEEDS = "50"
@@ -57,6 +59,7 @@ FAST_TESTS: dict[str, tuple[str, ...]] = {
     "core/ingest.py": ("tests/unit/test_ingest.py", "tests/unit/test_store.py"),
     "core/records.py": ("tests/unit/test_records.py", "tests/unit/test_ingest.py"),
     "client.py": ("tests/unit/test_client.py", "tests/unit/test_client_transport.py"),
+    "client_support.py": ("tests/unit/test_client.py", "tests/unit/test_client_transport.py"),
 }
 
 log = logging.getLogger("mutation")

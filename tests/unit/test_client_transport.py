@@ -252,7 +252,7 @@ def test_settings_from_the_environment_are_clamped(monkeypatch, variable, value,
 def test_generated_inference_ids_are_random_version_4_uuids():
     import uuid
 
-    ids = [client_module._uuid4_hex() for _ in range(200)]
+    ids = [client_support._uuid4_hex() for _ in range(200)]
     assert len(set(ids)) == 200
     for value in ids:
         parsed = uuid.UUID(value)
@@ -395,7 +395,7 @@ def test_a_client_that_cannot_be_created_is_logged_at_debug_with_its_traceback(m
 
 def test_integers_at_the_64_bit_edges_stay_numbers():
     edges = {"max": 2**64 - 1, "min": -(2**63), "over": 2**64, "under": -(2**63) - 1}
-    assert client_module._big_ints_as_text(edges) == {
+    assert client_support._big_ints_as_text(edges) == {
         "max": 2**64 - 1,
         "min": -(2**63),
         "over": str(2**64),

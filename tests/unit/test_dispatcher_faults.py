@@ -486,7 +486,7 @@ async def test_a_malformed_answer_without_an_error_text_reads_retryable_error(er
 
 
 def test_well_formed_rebuilds_a_malformed_answer_with_only_its_trustworthy_parts():
-    from capture_ext.core.dispatcher import _well_formed
+    from capture_ext.core.write_results import well_formed as _well_formed
 
     fixed = _well_formed(WriteResult.retryable("x", failed_indices=[7], retry_after_s=2.5), 4, "a")
     assert fixed == WriteResult.retryable("x", retry_after_s=2.5)
