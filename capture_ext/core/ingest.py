@@ -119,6 +119,14 @@ class Ingest:
         ``answered`` (HTTP): a full store refuses the records with a 503 the client sees, so they
         are ``rejected`` (not acknowledged), not received and dropped.
         """
+        return self._accept(records, whole, answered)[0]
+
+    def _accept(self, records: list[dict[str, Any]], whole: bool, answered: bool) -> tuple[int, int]:
+        """:meth:`accept`, also saying how many records a full store refused.
+
+        An HTTP answer is a 503 only for those: records a hook dropped or that could not be
+        stored are gone whatever the client does, and a retry would duplicate the ones kept.
+        """
         items: list[tuple[dict[str, Any], bytes]] = []
         hook_drops = 0
         for index, record in enumerate(records):
@@ -147,7 +155,7 @@ class Ingest:
                 self.ledger.dropped[reason] += refused
         if hook_drops:
             self.ledger.dropped["prepare_error"] += hook_drops
-        return kept_count
+        return kept_count, refused
 
     def _ready(self, record: dict[str, Any]) -> bytes:
         """Redact, run the hooks, enrich and serialise one record: the bytes the sinks get."""
@@ -187,7 +195,7 @@ class Ingest:
             parsed = parse_body(request.body, content_type, self.max_record_bytes)
             raw = [item for item in parsed if not self._is_control(item)]
             records = [normalize(item, index if len(raw) > 1 else None) for index, item in enumerate(raw)]
-            accepted = self.accept(records, whole=True, answered=True) if records else 0
+            accepted, refused = self._accept(records, whole=True, answered=True) if records else (0, 0)
         except RecordError as exc:
             self.ledger.rejected[_reason(exc.status)] += 1
             return _json(exc.status, {"error": str(exc)})
@@ -195,7 +203,7 @@ class Ingest:
             logger.exception("records request refused")
             self.ledger.rejected["invalid"] += 1
             return _json(400, {"error": f"records could not be read ({type(exc).__name__})"})
-        if accepted < len(records):
+        if refused:
             full = "spool" if self.store.durable else "buffer"
             return _json(
                 503,
@@ -216,8 +224,8 @@ class Ingest:
         """
         rejected_before = sum(self.ledger.rejected.values())
         records = [record for line in body.split(b"\n") if line.strip() for record in [self.parse_line(line)] if record]
-        accepted = self.accept(records, answered=True) if records else 0
-        if accepted < len(records):  # the store is all or nothing: nothing of this request was kept
+        accepted, full_store = self._accept(records, whole=False, answered=True) if records else (0, 0)
+        if full_store:  # the store is all or nothing: nothing of this request was kept
             full = "spool" if self.store.durable else "buffer"
             return _json(503, {"error": f"capture {full} is full; records were not kept", "accepted": 0})
         refused = sum(self.ledger.rejected.values()) - rejected_before

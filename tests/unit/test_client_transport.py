@@ -2,11 +2,13 @@
 a peer that goes away mid-stream, every answer the HTTP fallback can get, and fail-open edges."""
 
 import json
+import logging
 import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -242,3 +244,160 @@ def test_no_control_lines_without_a_request_id(sock_path):
 def test_settings_from_the_environment_are_clamped(monkeypatch, variable, value, attribute, expected):
     monkeypatch.setenv(variable, value)
     assert getattr(CaptureClient(socket_path="/nonexistent"), attribute) == expected
+
+
+# -- exact values, written where mutation testing found room ----------------------------------
+
+
+def test_generated_inference_ids_are_random_version_4_uuids():
+    import uuid
+
+    ids = [client_support._uuid4_hex() for _ in range(200)]
+    assert len(set(ids)) == 200
+    for value in ids:
+        parsed = uuid.UUID(value)
+        assert parsed.hex == value and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+@pytest.mark.parametrize(("value", "port"), [("1", 1), ("65535", 65535), ("8080.0", 8080)])
+def test_a_capture_port_within_1_to_65535_is_used(monkeypatch, value, port):
+    monkeypatch.setenv("CAPTURE_PORT", value)
+    assert CaptureClient(socket_path="/nonexistent").port == port
+
+
+@pytest.mark.parametrize("value", ["0", "65536", "80.5", "-1"])
+def test_a_capture_port_outside_1_to_65535_is_named_and_replaced_by_the_default(monkeypatch, caplog, value):
+    monkeypatch.setenv("CAPTURE_PORT", value)
+    with caplog.at_level(logging.WARNING, "capture_ext.client"):
+        assert CaptureClient(socket_path="/nonexistent").port == 9009
+    assert [r.getMessage() for r in caplog.records] == [
+        f"capture client: CAPTURE_PORT={value!r} is not a TCP port (1-65535); using 9009"
+    ]
+
+
+@pytest.mark.parametrize("value", ["abc", "nan", "inf"])
+def test_a_setting_that_is_not_a_finite_number_is_named_and_replaced_by_the_default(monkeypatch, caplog, value):
+    monkeypatch.setenv("CAPTURE_SAMPLE_RATE", value)
+    with caplog.at_level(logging.WARNING, "capture_ext.client"):
+        assert CaptureClient(socket_path="/nonexistent").sample_rate == 1.0
+    assert [r.getMessage() for r in caplog.records] == [
+        f"capture client: CAPTURE_SAMPLE_RATE={value!r} is not a finite number; using 1.0"
+    ]
+
+
+def test_a_record_carries_only_the_fields_it_was_given(monkeypatch):
+    monkeypatch.delenv("_X_AMZN_TRACE_ID", raising=False)
+    client = CaptureClient(socket_path="/nonexistent", port=free_port(), timeout_ms=0)
+    lines: list[bytes] = []
+    monkeypatch.setattr(client, "send_line", lines.append)
+    client.capture(input="x", output=None, model=None, metadata={}, inference_id="i1")
+    client.capture(output=0, timestamp="2024-01-02T03:04:05Z", latency_ms=0, inference_id="i2")
+    monkeypatch.setenv("_X_AMZN_TRACE_ID", "Root=1-abc")
+    client.capture(input=1, inference_id="i3")
+    client.capture(input=1, inference_id="i4", trace_id="mine")
+    first, second, third, fourth = (json.loads(line) for line in lines)
+    assert set(first) == {"inference_id", "timestamp", "input"} and type(first["timestamp"]) is int
+    assert abs(first["timestamp"] - time.time() * 1000) < 60_000  # epoch milliseconds, now
+    assert second == {"inference_id": "i2", "timestamp": "2024-01-02T03:04:05Z", "output": 0, "latency_ms": 0}
+    assert third["trace_id"] == "Root=1-abc" and fourth["trace_id"] == "mine"
+    assert all(line.endswith(b"\n") and line.count(b"\n") == 1 for line in lines)
+
+
+def test_control_lines_are_exactly_the_wire_format(monkeypatch):
+    client = CaptureClient(socket_path="/nonexistent", port=free_port(), timeout_ms=0)
+    lines: list[bytes] = []
+    monkeypatch.setattr(client, "send_line", lines.append)
+    client.handler_started("req-1")
+    client.handler_done("req-1")
+    assert [json.loads(line) for line in lines] == [
+        {"_capture_ext": "start", "request_id": "req-1"},
+        {"_capture_ext": "done", "request_id": "req-1"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("answer", "counted"),
+    [
+        (b'{"accepted": 1}', 1),
+        (b'{"accepted": 0}', 0),
+        (b'{"accepted": 2}', 2),
+        (b'{"accepted": 3}', 2),
+        (b'{"accepted": -1}', 2),
+        (b'{"accepted": true}', 2),
+        (b'{"accepted": 1.0}', 2),
+        (b'{"rejected": 0}', 2),
+    ],
+)
+def test_the_lines_counted_as_sent_over_http_are_the_extensions_count_when_it_makes_sense(
+    sock_path, http_server, answer, counted
+):
+    Answers.script = [(202, answer)]
+    client = CaptureClient(socket_path=sock_path, port=http_server.server_address[1], timeout_ms=0)
+    client.capture(input="a")
+    client.capture(input="b")
+    assert client.flush(timeout_ms=2000) and client.stats["http"] == counted and not client._outbox
+
+
+def test_a_413_splits_the_body_and_keeps_every_line(sock_path, http_server):
+    Answers.script = [(413, b'{"error": "too large"}')]
+    client = CaptureClient(socket_path=sock_path, port=http_server.server_address[1], timeout_ms=0)
+    for name in "abcd":
+        client.capture(input=name)
+    assert client.flush(timeout_ms=2000)
+    assert [body.count(b"\n") for body in Answers.received] == [4, 2, 2]
+    assert client.stats["http"] == 4 and client.stats["dropped"] == 0
+
+
+def test_a_413_for_a_single_line_drops_it(sock_path, http_server):
+    Answers.script = [(413, b'{"error": "too large"}')]
+    client = CaptureClient(socket_path=sock_path, port=http_server.server_address[1], timeout_ms=2000)
+    client.capture(input="a")
+    assert client.stats["dropped"] == 1 and not client._outbox and len(Answers.received) == 1
+
+
+@pytest.mark.parametrize("status", [500, 502, 599])
+def test_a_server_error_keeps_the_lines_for_later(sock_path, http_server, status):
+    Answers.script = [(status, b"{}")]
+    client = CaptureClient(socket_path=sock_path, port=http_server.server_address[1], timeout_ms=2000)
+    client.capture(input="a")
+    assert client.stats["dropped"] == 0 and client._outbox.count(b"\n") == 1 and client._http_retry_at > 0
+
+
+def test_the_module_level_capture_passes_every_field_to_the_process_client(monkeypatch):
+    client = CaptureClient(socket_path="/nonexistent", port=free_port(), timeout_ms=0)
+    lines: list[bytes] = []
+    monkeypatch.setattr(client, "send_line", lines.append)
+    monkeypatch.setattr(client_module, "_client", client)
+    fields: dict[str, Any] = {
+        "inference_id": "i1",
+        "request_id": "r1",
+        "model": "m",
+        "latency_ms": 1.5,
+        "metadata": {"k": "v"},
+        "timestamp": 7,
+        "trace_id": "t1",
+    }
+    assert client_module.capture({"q": 1}, {"a": 2}, **fields) == "i1"
+    assert json.loads(lines[0]) == {"input": {"q": 1}, "output": {"a": 2}, **fields}
+
+
+def test_a_client_that_cannot_be_created_is_logged_at_debug_with_its_traceback(monkeypatch, caplog):
+    def unusable():
+        raise OSError("no environment")
+
+    monkeypatch.setattr(client_module, "get_client", unusable)
+    with caplog.at_level(logging.DEBUG, "capture_ext.client"):
+        client_module.capture(input="x")
+    (record,) = caplog.records
+    assert record.getMessage() == "capture client could not be created"
+    assert record.exc_info is not None and str(record.exc_info[1]) == "no environment"
+
+
+def test_integers_at_the_64_bit_edges_stay_numbers():
+    edges = {"max": 2**64 - 1, "min": -(2**63), "over": 2**64, "under": -(2**63) - 1}
+    assert client_support._big_ints_as_text(edges) == {
+        "max": 2**64 - 1,
+        "min": -(2**63),
+        "over": str(2**64),
+        "under": str(-(2**63) - 1),
+    }

@@ -17,7 +17,7 @@ from capture_ext.core.dispatcher import BREAKER_BASE_S, Dispatcher, failed_part
 from capture_ext.core.ledger import Ledger
 from capture_ext.core.spool import Spool
 from capture_ext.core.store import Store
-from capture_ext.models import Batch, WriteResult
+from capture_ext.models import Batch, Outcome, WriteResult
 from tests.fakes.sinks import ScriptedSink
 from tests.unit.test_dispatcher import reconciled, setup
 
@@ -39,6 +39,18 @@ def damage(location):
     with open(location.segment.path, "r+b") as handle:
         handle.seek(location.start)
         handle.write(b"{not json" + b" " * (location.end - location.start - 10) + b"\n")
+
+
+def parse_error(location):
+    """What parsing the (damaged) line at ``location`` says."""
+    with open(location.segment.path, "rb") as handle:
+        handle.seek(location.start)
+        line = handle.readline()
+    try:
+        orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        return str(exc)
+    raise AssertionError("the line is valid JSON")
 
 
 def blank(location):
@@ -112,7 +124,7 @@ async def test_a_cold_batch_that_cannot_be_read_is_dropped_and_counted_and_the_r
         await dispatcher.flush(time.monotonic() + 5)
     assert ledger.sinks["a"].dropped == {"spool_lost": 5}
     (message,) = [r.getMessage() for r in caplog.records if "read back" in r.getMessage()]
-    assert message.startswith("sink a: batch env-00000001 cannot be read back from the spool (")
+    assert message == f"sink a: batch env-00000001 cannot be read back from the spool ({parse_error(cold.location)})"
     assert sink.delivered == [f"r{n}" for n in range(5, 10)]  # the hot batch still went
     assert dispatcher.backlog() == {"a": 0} and reconciled(ledger, dispatcher)
 
@@ -360,3 +372,310 @@ async def test_records_lost_from_the_spool_add_up_across_batches(tmp_path):
     damage(cold.location)
     await dispatcher.flush(time.monotonic() + 5)
     assert ledger.sinks["a"].dropped == {"spool_lost": 8}
+
+
+# -- sharper assertions, written where mutation testing found one that could not fail ----------
+
+
+class HangsOnce(ScriptedSink):
+    """Hangs on its first write (until cancelled), answers OK afterwards."""
+
+    def __init__(self, name):
+        super().__init__(name)
+        self.writing = asyncio.Event()
+
+    async def write_batch(self, batch):
+        self.seen.append(batch)
+        self.writing.set()
+        if len(self.seen) == 1:
+            await asyncio.sleep(3600)
+        self.delivered += [r["inference_id"] for r in batch.records]
+        return WriteResult.ok()
+
+
+async def test_cancelling_the_flush_cancels_it_even_inside_a_sink_write():
+    """The extension being stopped cancels the flush: that cancellation is not the sink's fault."""
+    sink = HangsOnce("a")
+    dispatcher, ledger, _ = setup([sink])
+    task = asyncio.create_task(dispatcher.flush(time.monotonic() + 5))
+    await sink.writing.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(sink.seen) == 1 and ledger.sinks["a"].faults == 0 and dispatcher.backlog() == {"a": 4}
+
+
+class RaisesOnce(ScriptedSink):
+    """Raises ``error`` from its first write, whatever it is (BaseException included)."""
+
+    def __init__(self, name, error):
+        super().__init__(name)
+        self.error = error
+
+    async def write_batch(self, batch):
+        if not self.seen:
+            self.seen.append(batch)
+            raise self.error
+        return await super().write_batch(batch)
+
+
+async def test_a_cancellation_a_sink_raises_on_its_own_is_its_failure_not_the_flushs():
+    sink = RaisesOnce("a", asyncio.CancelledError("sdk gave up"))
+    dispatcher, ledger, _ = setup([sink])
+    ledger.sinks["a"].faults = 2  # counted earlier in this process
+    await dispatcher.flush(time.monotonic() + 5)
+    assert len(sink.seen) == 2 and sink.delivered == ["r0", "r1", "r2", "r3"]
+    assert ledger.sinks["a"].faults == 3 and ledger.sinks["a"].retried == 4
+
+
+async def test_a_sinks_traceback_is_logged_at_debug_with_the_exception(caplog):
+    error = RuntimeError("boom")
+    sink = ScriptedSink("a", [error])
+    dispatcher, _, _ = setup([sink])
+    with caplog.at_level(logging.DEBUG, "capture_ext.core.dispatcher"):
+        await dispatcher.flush(time.monotonic() + 5)
+    (debug,) = [r for r in caplog.records if r.levelno == logging.DEBUG]
+    assert debug.getMessage() == "sink a: write_batch() traceback"
+    assert debug.exc_info is not None and debug.exc_info[1] is error
+
+
+def answered_once(answer, max_attempts=5):
+    sink = ScriptedSink("a", [answer, WriteResult.retryable("again")])
+    dispatcher, ledger, _ = setup([sink], max_attempts=max_attempts)
+    return sink, dispatcher, ledger
+
+
+@pytest.mark.parametrize(
+    ("answer", "resent"),
+    [
+        (WriteResult.retryable("x", failed_indices=[0]), 1),  # the first position is a position
+        (WriteResult.retryable("x", failed_indices=[3]), 1),  # so is the last
+        (WriteResult.retryable("x", failed_indices=[1], retry_after_s=0), 1),  # "now" is a hint
+        (WriteResult.retryable("x", failed_indices=[1], retry_after_s=0.02), 1),
+        (WriteResult.retryable("x", failed_indices=[4]), 4),  # one past the end: malformed
+        (WriteResult.retryable("x", failed_indices=[1], retry_after_s=-0.5), 4),
+        (WriteResult.retryable("x", failed_indices=[1], retry_after_s=1e9), 4),
+        (WriteResult.retryable("x", failed_indices=[1], retry_after_s=1e9 + 0.5), 4),
+    ],
+)
+async def test_a_partial_answer_is_trusted_exactly_within_its_bounds(answer, resent, caplog):
+    sink, dispatcher, _ = answered_once(answer, max_attempts=2)
+    with caplog.at_level(logging.WARNING, "capture_ext.core.dispatcher"):
+        await dispatcher.flush(time.monotonic() + 5)
+    assert [len(b) for b in sink.seen] == [4, resent]
+    malformed = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
+    expected = "sink a: a malformed WriteResult (failed_indices/failed_ids/retry_after_s); retrying it all"
+    assert malformed == ([] if resent == 1 else [expected])
+
+
+async def test_a_malformed_answer_keeps_the_sinks_error_text_and_its_valid_hint():
+    answer = WriteResult.retryable("throttled", failed_indices=["1"], retry_after_s=3.0)  # type: ignore[list-item]
+    sink, dispatcher, _ = answered_once(answer, max_attempts=1)
+    await dispatcher.flush(time.monotonic() + 5)
+    state = dispatcher.states["a"]
+    assert len(sink.seen) == 1 and state.last_error == "throttled"
+    assert round(state.retry_at - time.monotonic()) == 3  # the hint, not the 1 s first pause
+
+
+@pytest.mark.parametrize("error", ["", None])
+async def test_a_malformed_answer_without_an_error_text_reads_retryable_error(error):
+    answer = WriteResult(Outcome.RETRYABLE, error, failed_indices=(9,))
+    sink, dispatcher, _ = answered_once(answer, max_attempts=1)
+    await dispatcher.flush(time.monotonic() + 5)
+    assert len(sink.seen) == 1 and dispatcher.states["a"].last_error == "retryable error"
+
+
+def test_well_formed_rebuilds_a_malformed_answer_with_only_its_trustworthy_parts():
+    from capture_ext.core.write_results import well_formed as _well_formed
+
+    fixed = _well_formed(WriteResult.retryable("x", failed_indices=[7], retry_after_s=2.5), 4, "a")
+    assert fixed == WriteResult.retryable("x", retry_after_s=2.5)
+    fixed = _well_formed(WriteResult.retryable("x", failed_indices=[1], retry_after_s=float("inf")), 4, "a")
+    assert fixed == WriteResult.retryable("x")
+    fixed = _well_formed(WriteResult(Outcome.RETRYABLE, None, failed_ids=(1,)), 4, "a")  # type: ignore[arg-type]
+    assert fixed == WriteResult.retryable("retryable error")
+
+
+async def test_an_answer_of_the_wrong_type_is_named_in_the_error():
+    class AnswersAString(ScriptedSink):
+        async def write_batch(self, batch):
+            self.seen.append(batch)
+            return "ok"
+
+    sink = AnswersAString("a")
+    dispatcher, _, _ = setup([sink], max_attempts=1)
+    await dispatcher.flush(time.monotonic() + 5)
+    assert dispatcher.states["a"].last_error == "write_batch returned str, not WriteResult"
+
+
+async def test_a_write_timed_out_under_half_the_fair_budget_was_cut_short_not_failed():
+    sink = ScriptedSink("a", delay=5)
+    dispatcher, ledger, _ = setup([sink])
+    dispatcher.fair_budget_s = 0.5
+    await dispatcher.flush(time.monotonic() + 0.2)  # 0.2 s is under half of 0.5 s, over a third
+    state = dispatcher.states["a"]
+    assert state.consecutive_failures == 0 and ledger.sinks["a"].retried == 0 and dispatcher.backlog() == {"a": 4}
+
+
+async def test_a_close_that_hangs_counts_one_fault_and_names_its_budget(caplog):
+    class Hangs(ScriptedSink):
+        async def close(self, timeout_s):
+            await asyncio.sleep(3600)
+
+    sink = Hangs("a")
+    dispatcher, ledger, _ = setup([sink])
+    ledger.sinks["a"].faults = 2
+    with caplog.at_level(logging.ERROR, "capture_ext.core.dispatcher"):
+        await dispatcher.close(0.6)
+    assert ledger.sinks["a"].faults == 3
+    assert [r.getMessage() for r in caplog.records] == ["sink a: close() did not finish within 600 ms; abandoned"]
+
+
+def add_batch(dispatcher, ledger, first, count=4):
+    """Seal ``count`` more records (r<first>...) as the store's next batch."""
+    for n in range(first, first + count):
+        data = {"inference_id": f"r{n}"}
+        ledger.received += 1
+        assert dispatcher.store.add([(data, orjson.dumps(data))]) == (1, "")
+    dispatcher.store.seal()
+
+
+async def test_a_flush_reports_what_it_did_not_what_the_process_did_before_it():
+    sink = ScriptedSink(
+        "a", [WriteResult.retryable("503", failed_indices=[1, 2]), WriteResult.fatal("AccessDenied"), WriteResult.ok()]
+    )
+    dispatcher, ledger, _ = setup([sink])
+    ledger.flushes = 5
+    first = await dispatcher.flush(time.monotonic() + 5)
+    assert (first.delivered, first.dropped, first.retried) == ({"a": 2}, {"a": 2}, {"a": 2})
+    add_batch(dispatcher, ledger, 4)
+    sink.delay = 0.1
+    second = await dispatcher.flush(time.monotonic() + 5)
+    assert (second.delivered, second.dropped, second.retried) == ({"a": 4}, {"a": 0}, {"a": 0})
+    assert 100 <= second.duration_ms < 5000  # it slept 0.1 s, within a 5 s deadline
+    assert ledger.flushes == 7 and reconciled(ledger, dispatcher)
+
+
+async def test_a_fatal_answer_is_logged_with_the_sink_the_count_the_batch_and_the_reason(caplog):
+    sink = ScriptedSink("a", [WriteResult.fatal("AccessDenied")])
+    dispatcher, _, _ = setup([sink])
+    with caplog.at_level(logging.ERROR, "capture_ext.core.dispatcher"):
+        await dispatcher.flush(time.monotonic() + 5)
+    assert [r.getMessage() for r in caplog.records] == [
+        "sink a: dropping 4 records of batch env-00000001: AccessDenied"
+    ]
+
+
+async def test_a_retry_is_logged_with_its_delay_and_the_budget_left(caplog):
+    sink = ScriptedSink("a", [WriteResult.retryable("503")])
+    dispatcher, _, _ = setup([sink])
+    with caplog.at_level(logging.WARNING, "capture_ext.core.dispatcher"):
+        await dispatcher.flush(time.monotonic() + 5)
+    (line,) = [r.getMessage() for r in caplog.records]
+    found = re.fullmatch(
+        r"sink a: batch env-00000001 attempt 1 failed \(503\); retrying 4 records in (\d+) ms \(budget (\d+) ms\)", line
+    )
+    assert found, line
+    assert 25 <= int(found[1]) <= 50 and 4000 < int(found[2]) <= 5000  # backoff 25-50 ms; most of the 5 s left
+
+
+async def test_every_batch_of_a_flush_gets_the_full_number_of_attempts():
+    sink = ScriptedSink("a", [WriteResult.ok(), WriteResult.retryable("503"), WriteResult.retryable("503")])
+    dispatcher, ledger, _ = setup([sink], max_attempts=3)
+    add_batch(dispatcher, ledger, 4)
+    await dispatcher.flush(time.monotonic() + 5)
+    assert [(b.batch_id, b.attempt) for b in sink.seen] == [
+        ("env-00000001", 1),
+        ("env-00000002", 1),
+        ("env-00000002", 2),
+        ("env-00000002", 3),
+    ]
+    assert dispatcher.backlog() == {"a": 0} and dispatcher.states["a"].consecutive_failures == 0
+
+
+class HangingStart(ScriptedSink):
+    async def start(self):
+        self.started += 1
+        await asyncio.sleep(3600)
+
+
+async def test_a_start_that_hangs_past_a_fair_budget_is_the_sinks_fault_and_opens_its_breaker(caplog):
+    sink = HangingStart("a")
+    dispatcher, ledger, _ = setup([sink])
+    dispatcher.fair_budget_s = 0.1
+    ledger.sinks["a"].faults = 2
+    with caplog.at_level(logging.ERROR, "capture_ext.core.dispatcher"):
+        await dispatcher.flush(time.monotonic() + 0.3)
+    state = dispatcher.states["a"]
+    assert re.fullmatch(r"start\(\) did not finish within [1-9]\d{0,2} ms", state.last_error), state.last_error
+    assert [r.getMessage() for r in caplog.records] == [f"sink a: {state.last_error}"]
+    assert ledger.sinks["a"].faults == 3 and sink.seen == [] and not state.started
+    assert dispatcher.states_by_name() == {"a": "open"} and state.consecutive_failures == 1
+
+
+async def test_a_start_cut_short_by_a_small_flush_budget_is_not_counted_and_ends_with_the_flush():
+    sink = HangingStart("a")
+    dispatcher, ledger, _ = setup([sink])  # fair budget 2 s: a 50 ms flush is not a fair start
+    started = time.monotonic()
+    await dispatcher.flush(started + 0.05)
+    assert time.monotonic() - started < 0.9  # cut at the flush's deadline, not a second later
+    assert ledger.sinks["a"].faults == 0 and sink.seen == [] and dispatcher.backlog() == {"a": 4}
+
+
+async def test_a_sink_is_started_once_and_a_start_that_raises_is_named_in_the_log(caplog):
+    sink = FailingStart("a")
+    dispatcher, ledger, _ = setup([sink])
+    with caplog.at_level(logging.ERROR, "capture_ext.core.dispatcher"):
+        await dispatcher.flush(time.monotonic() + 5)
+    assert [r.getMessage() for r in caplog.records] == [
+        "sink a raised from start(), counted as its failure: ConnectionError: endpoint unreachable"
+    ]
+    assert ledger.sinks["a"].faults == 1
+    await dispatcher.flush(time.monotonic() + 5, ignore_breakers=True)
+    add_batch(dispatcher, ledger, 4)
+    await dispatcher.flush(time.monotonic() + 5, ignore_breakers=True)
+    assert sink.started == 2 and len(sink.delivered) == 8  # started again once, then never again
+
+
+async def test_a_fatal_batch_does_not_hold_up_the_next_one_in_the_same_flush():
+    sink = ScriptedSink("a", [WriteResult.fatal("AccessDenied")])
+    dispatcher, ledger, _ = setup([sink])
+    add_batch(dispatcher, ledger, 4)
+    await dispatcher.flush(time.monotonic() + 5)
+    assert ledger.sinks["a"].dropped == {"fatal": 4} and sink.delivered == ["r4", "r5", "r6", "r7"]
+
+
+async def test_one_partial_failure_pins_the_batch_for_the_retry():
+    sink = ScriptedSink("a", [WriteResult.retryable("x", failed_indices=(1,))])
+    dispatcher, _, _ = setup([sink], max_attempts=1)
+    await dispatcher.flush(time.monotonic() + 5)
+    (pending,) = dispatcher.states["a"].backlog
+    assert len(pending.subset) == 1 and pending.sealed.busy == 1
+
+
+async def test_a_retryable_answer_without_an_error_text_reads_retryable_error():
+    sink = ScriptedSink("a", [WriteResult(Outcome.RETRYABLE)])
+    dispatcher, _, _ = setup([sink], max_attempts=1)
+    await dispatcher.flush(time.monotonic() + 5)
+    assert dispatcher.states["a"].last_error == "retryable error"
+
+
+async def test_a_sink_that_blocks_the_loop_during_a_flush_is_named_by_the_watchdog():
+    class Blocking(ScriptedSink):
+        async def write_batch(self, batch):
+            time.sleep(0.3)  # noqa: ASYNC251 - the fault under test: a sink that blocks the loop
+            return await super().write_batch(batch)
+
+    sink = Blocking("a")
+    dispatcher, _, _ = setup([sink])
+    dispatcher.watchdog.threshold_s = 0.1
+    await dispatcher.flush(time.monotonic() + 5)
+    assert dispatcher.watchdog.blocked == {"sink a": 1}
+
+
+async def test_by_default_a_write_hanging_through_more_than_one_second_has_failed():
+    """The default fair budget (2 s, what the plugin contract kit uses) halves to 1 s per write."""
+    sink = ScriptedSink("a", delay=3600)
+    dispatcher, _, _ = setup([sink], max_attempts=1)
+    await dispatcher.flush(time.monotonic() + 1.1)
+    assert dispatcher.states["a"].consecutive_failures == 1 and dispatcher.states_by_name() == {"a": "open"}

@@ -70,7 +70,7 @@ def test_corrupt_lines_are_skipped_and_counted_the_torn_tail_is_cut_and_good_bat
     with caplog.at_level(logging.WARNING, "capture_ext.core.spool"):
         adopted = heir.adopt()
     assert [(a.batch_id, a.acked, a.count) for a in adopted] == [("dead-00000001", frozenset({"a"}), 2)]
-    assert "3 unreadable lines in adopted segments were skipped" in caplog.text
+    assert [r.getMessage() for r in caplog.records] == ["spool: 3 unreadable lines in adopted segments were skipped"]
     assert os.path.getsize(path) == good_size  # the torn line is gone from the file too
     assert heir.bytes == heir.active.size + good_size
 
@@ -129,7 +129,9 @@ def test_a_failed_write_breaks_the_spool_once_and_leaves_no_partial_line(tmp_pat
         assert spool.append([line(1)]) is None
         assert spool.append([line(2)]) is None  # broken: refused before any write
     assert spool.broken.startswith("write to") and "No space left" in spool.broken
-    assert caplog.text.count("held in memory only") == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        f"spool: {spool.broken}; new records are held in memory only from now on"
+    ]
     assert os.path.getsize(spool.active.path) == before == spool.active.size
     # Everything else becomes a no-op instead of writing into a broken spool.
     assert spool.seal("envA-00000001", 1, 1, 0, 10) is None
@@ -235,3 +237,189 @@ def test_read_back_skips_seal_and_ack_lines_inside_the_range(tmp_path):
     records, size = Spool.read(location)
     assert [r["sequence"] for r in records] == [1, 2] and size == len(line(1)) + len(line(2))
     assert orjson.loads(orjson.dumps(records[0])) == records[0]
+
+
+# -- exact values, written where mutation testing found room ----------------------------------
+
+
+def sealed_dead_spool(directory, env, batches=1, pad=0, max_bytes=16384):
+    """A process that sealed ``batches`` batches of two records, each in its own segment, then died."""
+    dead = open_spool(directory, env, max_bytes=max_bytes)
+    for n in range(batches):
+        first = dead.active.size
+        ends = dead.append([line(2 * n + 1, env) + b" " * pad, line(2 * n + 2, env)])
+        assert ends is not None
+        assert dead.seal(f"{env}-{n + 1:08d}", n + 1, 2, first, ends[1]) is not None
+        dead._rotate()
+    die(dead)
+    return dead
+
+
+def test_adopted_segments_are_deleted_one_by_one_and_the_lock_goes_with_the_last(tmp_path):
+    dead = sealed_dead_spool(tmp_path, "dead", batches=2)
+    heir = open_spool(tmp_path, "heir")
+    first, second = heir.adopt()
+    for adopted in (first, second):
+        heir.hold(adopted.location)
+    adopted_bytes, own = heir.adopted_bytes, heir.active.size
+    assert heir.bytes == own + adopted_bytes
+    lock_fd = heir._locks["dead"]
+    os.unlink(first.location.segment.path)  # gone already (another adopter, an operator): not an error
+    heir.release(first.location)
+    assert heir.adopted_bytes == adopted_bytes - first.location.segment.size
+    assert "dead" in heir._locks and os.path.exists(tmp_path / "dead.lock")  # its second segment remains
+    heir.release(second.location)
+    assert heir.adopted_bytes == 0 and heir.bytes == own and "dead" not in heir._locks
+    assert sorted(os.listdir(tmp_path)) == sorted(["heir.lock", os.path.basename(heir.active.path)])
+    with pytest.raises(OSError):
+        os.fstat(lock_fd)  # the lock's descriptor is closed, not leaked
+    assert dead.segments  # (the dead process's own view is untouched)
+
+
+def test_a_segment_stays_until_every_batch_sealed_or_held_in_it_is_released(tmp_path):
+    spool = open_spool(tmp_path)
+    ends = spool.append([line(1), line(2)])
+    assert ends is not None
+    one, two = spool.seal_many([("envA-00000001", 1, 1, 0, ends[0]), ("envA-00000002", 2, 1, ends[0], ends[1])])
+    assert one is not None and two is not None
+    spool.hold(one)  # a sink needs it again (as after adoption)
+    spool._rotate()
+    path = one.segment.path
+    spool.release(one)
+    spool.release(two)
+    assert os.path.exists(path)
+    spool.release(one)
+    assert not os.path.exists(path)
+
+
+def test_runs_of_unsealed_records_are_sealed_with_exact_lines_and_synced_unless_never(tmp_path, monkeypatch):
+    dead = open_spool(tmp_path, "dead")
+    ends = dead.append([line(1, "dead"), line(2, "dead"), line(3, "dead"), line(4, "dead")])
+    assert ends is not None
+    dead.seal("dead-00000005", 5, 1, ends[1], ends[2])  # the third record only
+    path = dead.active.path
+    header = ends[0] - len(line(1, "dead")) - 1
+    die(dead)
+    synced: list[int] = []
+    monkeypatch.setattr(spool_module.os, "fsync", synced.append)
+    heir = open_spool(tmp_path, "heir", fsync="never")
+    adopted = {a.batch_id: a for a in heir.adopt()}
+    assert sorted(adopted) == ["dead-00000005", "dead-00000006", "dead-00000007"] and synced == []
+    with open(path, "rb") as handle:
+        data = handle.read()
+    seals = [orjson.loads(x[1:]) for x in data.splitlines() if x[:1] == b"S"]
+    assert seals[1:] == [
+        {"b": "dead-00000006", "e": "dead", "q": 6, "n": 2, "s": header, "t": ends[1]},
+        {"b": "dead-00000007", "e": "dead", "q": 7, "n": 1, "s": ends[2], "t": ends[3]},
+    ]
+    assert data.endswith(b"\n") and adopted["dead-00000007"].location.segment.size == len(data)
+    die(heir)
+    flushing = open_spool(tmp_path, "third", fsync="flush")
+    synced.clear()
+    assert len(flushing.adopt()) == 3 and synced == []  # nothing left to seal: nothing synced
+
+
+def test_a_run_sealed_by_an_adopter_is_synced_unless_never(tmp_path, monkeypatch):
+    dead = open_spool(tmp_path, "dead")
+    assert dead.append([line(1, "dead")]) is not None
+    die(dead)
+    synced: list[int] = []
+    monkeypatch.setattr(spool_module.os, "fsync", synced.append)
+    heir = open_spool(tmp_path, "heir", fsync="flush")
+    synced.clear()
+    assert [a.batch_id for a in heir.adopt()] == ["dead-00000001"] and len(synced) == 1
+
+
+def test_records_with_spaces_in_their_strings_are_read_back_whole(tmp_path):
+    spool = open_spool(tmp_path)
+    record = orjson.dumps({"q": "a b\tc", "n": 1})
+    ends = spool.append([record])
+    assert ends is not None
+    location = spool.seal("envA-00000001", 1, 1, 0, ends[0])
+    assert location is not None
+    assert Spool.read(location) == ([{"q": "a b\tc", "n": 1}], len(record))
+
+
+def test_environments_with_dashes_are_adopted_and_a_lock_without_segments_does_not_stop_the_others(tmp_path):
+    (tmp_path / "a-gone.lock").write_bytes(b"")  # sorts first: a process that died before writing
+    os.chmod(tmp_path / "a-gone.lock", 0o600)
+    sealed_dead_spool(tmp_path, "dead-env-1")
+    heir = open_spool(tmp_path, "heir")
+    assert [a.batch_id for a in heir.adopt()] == ["dead-env-1-00000001"]
+    assert not os.path.exists(tmp_path / "a-gone.lock") and "a-gone" not in heir._locks
+
+
+def test_the_first_dead_spool_is_adopted_whatever_its_size_and_a_smaller_later_one_fits_beside(tmp_path):
+    sealed_dead_spool(tmp_path, "dead0", batches=3, pad=3000, max_bytes=64_000)  # ~9 KB, over the heir's bound
+    sealed_dead_spool(tmp_path, "dead1", batches=3, pad=3000, max_bytes=64_000)
+    sealed_dead_spool(tmp_path, "dead2")  # small
+    heir = open_spool(tmp_path, "heir", max_bytes=8_000)
+    assert sorted({a.environment_id for a in heir.adopt()}) == ["dead0"]
+    second = open_spool(tmp_path, "second", max_bytes=16_000)
+    assert sorted({a.environment_id for a in second.adopt()}) == ["dead1", "dead2"]
+
+
+@pytest.mark.parametrize(("max_bytes", "threshold"), [(8_000, 1024), (16_384, 2048), (16_385, 2048)])
+@pytest.mark.parametrize("short", [1, 0])
+def test_a_segment_rotates_when_it_reaches_an_eighth_of_the_bound_but_at_least_1_kib(
+    tmp_path, max_bytes, threshold, short
+):
+    spool = open_spool(tmp_path, max_bytes=max_bytes)
+    size = threshold - short - spool.active.size  # this record line, newline included
+    assert spool.append([b'{"p":"' + b"x" * (size - 9) + b'"}']) is not None
+    assert spool.active.size == threshold - short
+    spool.sealed_all()
+    assert spool.active.index == (1 if short else 2)
+
+
+def test_own_records_fit_up_to_the_bound_less_the_control_reserve_exactly(tmp_path):
+    spool = open_spool(tmp_path, max_bytes=16_000)  # reserve: 1,000 bytes
+    room = 15_000 - spool.bytes
+    assert not spool.room(room + 1) and spool.room(room)
+    assert spool.append([b'{"p":"' + b"x" * (room - 9) + b'"}']) is not None and spool.bytes == 15_000
+
+
+def test_closing_syncs_the_open_segment_unless_never_or_broken(tmp_path, monkeypatch):
+    synced: list[int] = []
+    monkeypatch.setattr(spool_module.os, "fsync", synced.append)
+    for fsync, broken, expected in [("flush", "", 1), ("never", "", 0), ("flush", "disk gone", 0)]:
+        spool = open_spool(tmp_path / fsync / (broken or "ok"), fsync=fsync)
+        assert spool.append([line(1)]) is not None
+        spool.broken = broken
+        synced.clear()
+        spool.close(unsealed=1)
+        assert len(synced) == expected, (fsync, broken)
+
+
+def test_a_broken_spool_seals_nothing(tmp_path):
+    spool = open_spool(tmp_path)
+    ends = spool.append([line(1)])
+    assert ends is not None
+    size = os.path.getsize(spool.active.path)
+    spool.broken = "disk gone"
+    assert spool.seal_many([("envA-00000001", 1, 1, 0, ends[0])]) == [None]
+    assert os.path.getsize(spool.active.path) == size and spool.active.open_batches == 0
+
+
+def test_a_write_the_kernel_takes_in_pieces_is_written_whole(tmp_path, monkeypatch):
+    spool = open_spool(tmp_path)
+    real_write = os.write
+    monkeypatch.setattr(spool_module.os, "write", lambda fd, data: real_write(fd, bytes(data[:5])))
+    ends = spool.append([line(1), line(2)])
+    assert ends is not None and ends[-1] == spool.active.size == os.path.getsize(spool.active.path)
+    location = spool.seal("envA-00000001", 1, 2, 0, ends[-1])
+    assert location is not None
+    assert [r["sequence"] for r in Spool.read(location)[0]] == [1, 2]
+
+
+def test_records_of_a_segment_whose_header_is_unreadable_get_the_first_batch_id(tmp_path):
+    dead = open_spool(tmp_path, "dead")
+    assert dead.append([line(1, "dead")]) is not None
+    path = dead.active.path
+    die(dead)
+    with open(path, "r+b") as handle:
+        header = handle.readline()
+        handle.seek(0)
+        handle.write(b"H" + b"x" * (len(header) - 2) + b"\n")  # damaged, same length
+    heir = open_spool(tmp_path, "heir")
+    assert [a.batch_id for a in heir.adopt()] == ["dead-00000001"]
