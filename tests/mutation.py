@@ -32,6 +32,7 @@ REPORT = ROOT / "docs" / "mutation.md"
 NOTES = ROOT / "tests" / "mutation_notes.toml"
 MODULES = (
     "core/spool.py",
+    "core/spool_format.py",
     "core/store.py",
     "core/buffer.py",
     "core/dispatcher.py",
@@ -55,6 +56,11 @@ FAST_TESTS: dict[str, tuple[str, ...]] = {
         "tests/unit/test_store.py",
         "tests/unit/test_store_bookkeeping.py",
         "tests/unit/test_dispatcher_faults.py",
+    ),
+    "core/spool_format.py": (
+        "tests/unit/test_spool.py",
+        "tests/unit/test_spool_faults.py",
+        "tests/unit/test_spool_coverage.py",
     ),
     "core/ingest.py": ("tests/unit/test_ingest.py", "tests/unit/test_store.py"),
     "core/records.py": ("tests/unit/test_records.py", "tests/unit/test_ingest.py"),

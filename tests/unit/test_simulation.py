@@ -43,7 +43,7 @@ def first_failing_seed(limit: int = 400) -> int | None:
 
 
 # -- the simulation has teeth: each defect it was built to find, put back, is found ------------
-def _per_segment_batch_ids(self: spool_module.Spool, scan: spool_module._Scan) -> None:
+def _per_segment_batch_ids(self: spool_module.Spool, scan: spool_module.Scan) -> None:
     """The recovery as it was: the dead process's next id after the seals *of that segment*."""
     for segment, run_ in scan.runs:
         sealed = [s["q"] for s in scan.seals.values() if s["segment"] is segment]
@@ -58,9 +58,7 @@ def _per_segment_batch_ids(self: spool_module.Spool, scan: spool_module._Scan) -
         scan.seals[batch_id] = {**seal, "segment": segment}
 
 
-def _sealed_up_to_the_last_seal_line(
-    self: spool_module.Spool, segment: spool_module.Segment, scan: spool_module._Scan
-) -> None:
+def _sealed_up_to_the_last_seal_line(segment: spool_module.Segment, scan: spool_module.Scan) -> None:
     """The scan as it was: every record before the last seal line counts as sealed."""
     data = open(segment.path, "rb").read()  # noqa: SIM115 - a mutant, kept short
     position, run_ = 0, []
@@ -102,7 +100,7 @@ original_failed_part = dispatcher_module.failed_part
     [
         (spool_module.Spool, "_seal_runs", _per_segment_batch_ids),
         (dispatcher_module, "failed_part", _retry_by_shared_ids),
-        (spool_module.Spool, "_scan", _sealed_up_to_the_last_seal_line),
+        (spool_module, "scan_segment", _sealed_up_to_the_last_seal_line),
     ],
     ids=["recovered-batch-id-reuse", "retry-by-shared-client-id", "kill-between-two-seal-lines"],
 )

@@ -249,14 +249,14 @@ def test_a_segment_that_cannot_be_opened_turns_the_spool_off_without_losing_stat
     import capture_ext.core.spool as spool_module
 
     spool = open_spool(tmp_path / "spool", max_bytes=16384)
-    real_open = spool_module._open_file
+    real_open = spool_module.open_file
 
     def failing_open(path, flags):
         if path.endswith(".seg"):
             raise OSError(5, "Input/output error")
         return real_open(path, flags)
 
-    monkeypatch.setattr(spool_module, "_open_file", failing_open)
+    monkeypatch.setattr(spool_module, "open_file", failing_open)
     ends = spool.append([line(i) + b" " * 900 for i in range(1, 4)])
     assert ends is not None
     assert spool.seal("envA-00000001", 1, 3, 0, ends[-1]) is not None
