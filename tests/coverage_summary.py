@@ -22,7 +22,8 @@ from pathlib import Path
 GROUPS = {
     "capture_ext": "capture_ext/",
     "capture_ext/core": "capture_ext/core/",
-    "capture_ext/client.py": "capture_ext/client.py",
+    # The function-side client: client.py and client_support.py (split for size, one promise).
+    "capture_ext/client*.py": "capture_ext/client",
     "capture_ext/sinks": "capture_ext/sinks/",
     "capture_ext/report": "capture_ext/report/",
     "capture_ext/emulator": "capture_ext/emulator/",
@@ -32,7 +33,7 @@ GROUPS = {
 BRANCH_FLOORS = {
     "capture_ext": 90.9,
     "capture_ext/core": 95.7,
-    "capture_ext/client.py": 94.0,
+    "capture_ext/client*.py": 94.0,
 }
 
 
