@@ -51,21 +51,21 @@ SIM_SEEDS = "50"
 #: checked by its own crash and fault tests; with the simulation its run would take hours.
 FAST_TESTS: dict[str, tuple[str, ...]] = {
     "core/spool.py": (
-        "tests/unit/test_spool.py",
-        "tests/unit/test_spool_faults.py",
-        "tests/unit/test_store.py",
-        "tests/unit/test_store_bookkeeping.py",
-        "tests/unit/test_dispatcher_faults.py",
+        "tests/unit/core/test_spool.py",
+        "tests/unit/core/test_spool_faults.py",
+        "tests/unit/core/test_store.py",
+        "tests/unit/core/test_store_bookkeeping.py",
+        "tests/unit/core/test_dispatcher_faults.py",
     ),
     "core/spool_format.py": (
-        "tests/unit/test_spool.py",
-        "tests/unit/test_spool_faults.py",
-        "tests/unit/test_spool_coverage.py",
+        "tests/unit/core/test_spool.py",
+        "tests/unit/core/test_spool_faults.py",
+        "tests/unit/core/test_spool_coverage.py",
     ),
-    "core/ingest.py": ("tests/unit/test_ingest.py", "tests/unit/test_store.py"),
-    "core/records.py": ("tests/unit/test_records.py", "tests/unit/test_ingest.py"),
-    "client.py": ("tests/unit/test_client.py", "tests/unit/test_client_transport.py"),
-    "client_support.py": ("tests/unit/test_client.py", "tests/unit/test_client_transport.py"),
+    "core/ingest.py": ("tests/unit/core/test_ingest.py", "tests/unit/core/test_store.py"),
+    "core/records.py": ("tests/unit/core/test_records.py", "tests/unit/core/test_ingest.py"),
+    "client.py": ("tests/unit/client/test_client.py", "tests/unit/client/test_client_transport.py"),
+    "client_support.py": ("tests/unit/client/test_client.py", "tests/unit/client/test_client_transport.py"),
 }
 
 log = logging.getLogger("mutation")
@@ -125,7 +125,7 @@ def selection() -> list[str]:
     return [str(path) for path in config["pytest_add_cli_args_test_selection"]]
 
 
-SIMULATION = "tests/unit/test_simulation.py"
+SIMULATION = "tests/unit/core/test_simulation.py"
 
 
 def deselected(module: str, survivors_only: bool = False) -> list[str]:
@@ -209,7 +209,7 @@ def render(results: list[ModuleResult], notes: dict[str, str], timings: dict[str
         "",
         "Each mutant changes one thing in one function (an operator, a constant, a call argument) and",
         "runs the unit tests that reach that function, among the test files listed for its module below",
-        f"(the simulation, `tests/unit/test_simulation.py`, runs at `CAPTURE_SIM_SEEDS={SIM_SEEDS}`).",
+        f"(the simulation, `tests/unit/core/test_simulation.py`, runs at `CAPTURE_SIM_SEEDS={SIM_SEEDS}`).",
         "*Score* is killed (or timed out) over generated minus the survivors explained as equivalent.",
         "Goal: at least 85 % per module.",
         "",

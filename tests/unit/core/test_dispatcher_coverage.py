@@ -12,7 +12,7 @@ import pytest
 
 from capture_ext.core.isolation import IsolatedSink
 from tests.fakes.sinks import ScriptedSink
-from tests.unit.test_dispatcher import reconciled, setup
+from tests.unit.core.test_dispatcher import reconciled, setup
 
 
 class Weird(BaseException):

@@ -19,7 +19,7 @@ from capture_ext.core.spool import Spool
 from capture_ext.core.store import Store
 from capture_ext.models import Batch, Outcome, WriteResult
 from tests.fakes.sinks import ScriptedSink
-from tests.unit.test_dispatcher import reconciled, setup
+from tests.unit.core.test_dispatcher import reconciled, setup
 
 
 class FailingStart(ScriptedSink):

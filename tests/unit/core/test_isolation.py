@@ -9,7 +9,7 @@ import pytest
 from capture_ext.core.isolation import IsolatedSink, copy_records
 from capture_ext.testing.contract import make_record
 from tests.fakes.sinks import ScriptedSink
-from tests.unit.test_dispatcher import setup
+from tests.unit.core.test_dispatcher import setup
 
 
 class Raising(ScriptedSink):

@@ -7,7 +7,7 @@ from capture_ext.core.config import VARIABLES
 from capture_ext.core.config_check import builtin_sink_variables
 from capture_ext.variables import markdown_table
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "configuration.md"
 REGENERATE = "regenerate with: python -m capture_ext.core.config --markdown"
 
 
@@ -30,7 +30,7 @@ def test_the_sink_variables_table_is_what_the_builtin_sinks_register():
 
 def test_every_variable_read_by_the_package_is_in_a_table():
     documented = {var.name for var in VARIABLES} | {var.name for var in builtin_sink_variables()[0]}
-    root = Path(__file__).resolve().parents[2] / "capture_ext"
+    root = Path(__file__).resolve().parents[3] / "capture_ext"
     used = set()
     for path in root.rglob("*.py"):
         if "testing" in path.parts:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-LAUNCHER = Path(__file__).resolve().parents[2] / "extensions" / "capture-ext"
+LAUNCHER = Path(__file__).resolve().parents[3] / "extensions" / "capture-ext"
 REPORTER = """
 import json, os, sys
 print(json.dumps({"argv": sys.argv[1:], "pid": os.getpid(), "path": sys.path,

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from cfnlint.decode import decode_str
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DOCKERFILE = (ROOT / "inference_fn" / "Dockerfile").read_text()
 MAKEFILE = (ROOT / "Makefile").read_text()
 DOCS = (ROOT / "docs" / "deployment.md").read_text()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 #: (module file in the copy, the forbidden import added to it, the contract it must break)
 VIOLATIONS = [

@@ -11,7 +11,7 @@ import pytest
 
 import capture_ext.core.spool as spool_module
 from capture_ext.core.spool import Spool, SpoolError, prepare_directory
-from tests.unit.test_spool import die, line, open_spool
+from tests.unit.core.test_spool import die, line, open_spool
 
 
 def test_a_directory_owned_by_another_user_is_refused(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ from capture_ext.core.config import Settings
 from capture_ext.core.plugins import get_plugin_manager
 from capture_ext.core.sink_setup import build_sinks
 from capture_ext.variables import Variable
-from tests.unit.test_plugins import MakeDist, make_dist  # noqa: F401 - the fixture
+from tests.unit.core.test_plugins import MakeDist, make_dist  # noqa: F401 - the fixture
 
 # A third-party sink written as the tutorial says: a config object, its variables registered.
 DECLARING = """

@@ -27,7 +27,7 @@ from capture_ext.variables import default_cell
 #: Core's variables and the built-in sinks'.
 ALL_VARIABLES = VARIABLES + builtin_sink_variables()[0]
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+DOCS = Path(__file__).resolve().parents[3] / "docs"
 EMPTY_DEFAULTS = {"", "—", "-", "(none)", "(unset)", "unset", "none", "(required)", "required"}
 
 
@@ -211,7 +211,7 @@ def test_hooks_md_prepare_example_works() -> None:
 
 def test_every_test_the_guarantees_cite_exists() -> None:
     """A promise is only as good as the test that proves it: a cited test that is gone proves nothing."""
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     cited = set(re.findall(r"`(tests/[\w/]+\.py)`", read("guarantees.md")))
     assert cited, "docs/guarantees.md cites no test"
     missing = sorted(path for path in cited if not (root / path).is_file())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from capture_ext.report import cli, drift
 
-DOC = (Path(__file__).resolve().parents[2] / "docs" / "report.md").read_text(encoding="utf-8")
+DOC = (Path(__file__).resolve().parents[3] / "docs" / "report.md").read_text(encoding="utf-8")
 
 
 def test_every_option_is_documented() -> None:

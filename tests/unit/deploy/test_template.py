@@ -23,7 +23,7 @@ from capture_ext.core.records import ENRICHED_FIELDS, KNOWN_FIELDS
 from capture_ext.sinks._layout import PARTITION_COLUMNS, object_key, partition_path
 from capture_ext.sinks._parquet import COLUMNS as PARQUET_COLUMNS
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TEXT = (ROOT / "template.yaml").read_text()
 LINT_CONFIG = ManualArgs(regions=["us-east-1"])
 ARROW_TO_ATHENA = {"string": "string", "double": "double", "int64": "bigint", "timestamp[ms, tz=UTC]": "timestamp"}
@@ -106,7 +106,7 @@ def test_function_is_an_image_behind_post_nlp_qa(template: dict[str, Any]) -> No
     assert template["Parameters"]["Architecture"]["AllowedValues"] == ["x86_64", "arm64"]
     assert props["MemorySize"] == {"Ref": "FunctionMemorySize"}
     assert props["Timeout"] == {"Ref": "FunctionTimeout"}
-    # The API is plain API Gateway (tests/unit/test_template_security.py): no SAM event.
+    # The API is plain API Gateway (tests/unit/deploy/test_template_security.py): no SAM event.
     assert "Events" not in props
     method = template["Resources"]["NlpQaPost"]["Properties"]
     assert method["HttpMethod"] == "POST"

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from tests.unit.test_spool import die, line, open_spool
+from tests.unit.core.test_spool import die, line, open_spool
 
 
 def test_a_record_line_whose_first_byte_is_damaged_is_counted_not_silently_dropped(tmp_path, caplog) -> None:
