@@ -15,7 +15,10 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from capture_ext.variables import Variable
 
 #: An enriched record as sinks see it: the user's fields plus ``function_name``,
-#: ``function_version``, ``environment_id``, ``captured_at`` and ``sequence``.
+#: ``function_version``, ``environment_id``, ``captured_at`` and ``sequence``; ``inference_id``
+#: (a string) is always there. A mapping, not a closed TypedDict: ``capture_prepare_record``
+#: hooks may add top-level fields, and a TypedDict that allows extra keys (PEP 728) is not in
+#: Python 3.11's ``typing``.
 Record = dict[str, Any]
 
 
