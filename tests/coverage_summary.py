@@ -31,9 +31,9 @@ GROUPS = {
 
 #: Branch-coverage floors (percent), set just under what the suite reaches (docs/testing.md).
 BRANCH_FLOORS = {
-    "capture_ext": 90.9,
-    "capture_ext/core": 95.7,
-    "capture_ext/client*.py": 94.0,
+    "capture_ext": 91.1,
+    "capture_ext/core": 96.0,
+    "capture_ext/client*.py": 95.0,
 }
 
 
