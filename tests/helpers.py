@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -47,3 +48,17 @@ async def start_extension(env: dict[str, str], name: str = "capture-ext") -> Ext
     address = env["AWS_LAMBDA_RUNTIME_API"]
     registration = await asyncio.to_thread(register_blocking, address, name)
     return Extension(Settings.from_env(env), registration, address, env=env)
+
+
+async def exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send raw bytes to a local HTTP server and read its answer until it closes the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        async with asyncio.timeout(timeout):
+            return await reader.read()  # until the server closes
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()

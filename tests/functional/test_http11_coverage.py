@@ -8,7 +8,6 @@ server that hangs up early.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import struct
 
@@ -16,23 +15,11 @@ import pytest
 
 from capture_ext.core import http11
 from capture_ext.core.http11 import HTTPServer, Request, Response
+from tests.helpers import exchange
 
 
 async def echo(request: Request) -> Response:
     return Response(200, b'{"bytes":%d}' % len(request.body), headers=[("x-path", request.path)])
-
-
-async def exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(data)
-        await writer.drain()
-        async with asyncio.timeout(timeout):
-            return await reader.read()  # until the server closes
-    finally:
-        writer.close()
-        with contextlib.suppress(Exception):
-            await writer.wait_closed()
 
 
 def chunk(data: bytes) -> bytes:

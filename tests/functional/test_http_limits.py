@@ -12,6 +12,7 @@ import contextlib
 import pytest
 
 from capture_ext.core.http11 import MAX_HEAD_BYTES, HTTPServer, Request, Response
+from tests.helpers import exchange
 
 
 async def echo(request: Request) -> Response:
@@ -24,19 +25,6 @@ async def server():
     port = await instance.start("127.0.0.1", 0)
     yield instance, port
     await instance.close()
-
-
-async def exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(data)
-        await writer.drain()
-        async with asyncio.timeout(timeout):
-            return await reader.read()  # until the server closes
-    finally:
-        writer.close()
-        with contextlib.suppress(Exception):
-            await writer.wait_closed()
 
 
 async def test_content_length_and_transfer_encoding_together_is_refused_and_closed(server) -> None:
