@@ -95,6 +95,8 @@ class ModuleResult:
     #: without a test when they last ran (tests may reach them now).
     unrun: list[str] = field(default_factory=list)
     seconds: float | None = None
+    #: The commit of the code measured ("(unknown)" when not recorded).
+    as_of: str = "(unknown)"
 
     @property
     def generated(self) -> int:
@@ -119,7 +121,8 @@ def dotted(module: str) -> str:
     return "capture_ext." + module.removesuffix(".py").replace("/", ".")
 
 
-SOURCE_NOTE = ROOT / "mutants" / "source-commit.txt"
+#: Per module, the commit whose code its mutants were made from (modules are run at different times).
+SOURCE_NOTE = ROOT / "mutants" / "source-commits.json"
 
 
 def source_commit() -> str:
@@ -155,7 +158,9 @@ def run_module(
     module: str, timeout_s: float | None, names: list[str] | None = None, survivors_only: bool = False
 ) -> float:
     SOURCE_NOTE.parent.mkdir(exist_ok=True)
-    SOURCE_NOTE.write_text(source_commit())
+    measured = json.loads(SOURCE_NOTE.read_text()) if SOURCE_NOTE.exists() else {}
+    measured[module] = source_commit()
+    SOURCE_NOTE.write_text(json.dumps(measured))
     skipped = " ".join(f"--deselect {path}" for path in deselected(module, survivors_only))
     env = {**os.environ, "CAPTURE_SIM_SEEDS": SIM_SEEDS, "PYTEST_ADDOPTS": skipped}
     targets = names if names is not None else [dotted(module) + ".*"]
@@ -172,7 +177,7 @@ def run_module(
 
 
 def collect(module: str) -> ModuleResult:
-    result = ModuleResult(module)
+    result = ModuleResult(module, as_of=measured_on().get(module, "(unknown)"))
     meta = ROOT / "mutants" / "capture_ext" / (module + ".meta")
     if not meta.exists():
         return result
@@ -190,9 +195,21 @@ def collect(module: str) -> ModuleResult:
 TIMINGS = ROOT / "mutants" / "wall-times.json"
 
 
-def remember(timings: dict[str, float]) -> dict[str, float]:
-    """Wall times of the last full run of every module, this run's included, in module order."""
-    known = json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {}
+WALL_TIMES = "Wall time of the last full run of each module, one worker: "
+
+
+def remember(timings: dict[str, float], report: str = "") -> dict[str, float]:
+    """Wall times of the last full run of every module, this run's included, in module order.
+
+    Those of modules this ``mutants/`` never ran come from the last report.
+    """
+    known: dict[str, float] = {}
+    for line in report.splitlines():
+        if line.startswith(WALL_TIMES):
+            for part in line.removeprefix(WALL_TIMES).rstrip(".").split(", "):
+                module, seconds = part.rsplit(" ", 2)[:2]
+                known[module.strip("`")] = float(seconds)
+    known.update(json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {})
     known.update(timings)
     if timings:
         TIMINGS.write_text(json.dumps(known))
@@ -205,8 +222,41 @@ def load_notes() -> dict[str, str]:
     return {str(k): str(v) for k, v in tomllib.loads(NOTES.read_text()).get("survivors", {}).items()}
 
 
-def measured_on() -> str:
-    return SOURCE_NOTE.read_text().strip() if SOURCE_NOTE.exists() else "(unknown)"
+def measured_on() -> dict[str, str]:
+    return {str(k): str(v) for k, v in json.loads(SOURCE_NOTE.read_text()).items()} if SOURCE_NOTE.exists() else {}
+
+
+COLUMNS = ("generated", "killed", "timed out", "survived", "equivalent", "no test", "not run")
+
+
+def previous(text: str) -> dict[str, ModuleResult]:
+    """The rows (and survivors) of an earlier report, for modules this ``mutants/`` has not run.
+
+    A run of some modules must not erase what the others measured; their rows are kept with the
+    commit they were measured on (reports before the per-module column give one commit for all).
+    """
+    shared = "(unknown)"
+    results: dict[str, ModuleResult] = {}
+    names: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("Measured on `capture_ext` as of commit "):
+            shared = line.removeprefix("Measured on `capture_ext` as of commit ").split(";")[0]
+        elif line.startswith("| `"):
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            module = cells[0].strip("`")
+            as_of = cells[1].strip("`") if len(cells) == len(COLUMNS) + 3 else shared
+            numbers = cells[-1 - len(COLUMNS) : -1]
+            result = ModuleResult(module, as_of=as_of)
+            for column, value in zip(COLUMNS, numbers, strict=True):
+                key = {"timed out": "timeout"}.get(column, column)
+                if key not in ("generated", "equivalent"):  # both follow from the rest
+                    result.counts[key] = int(value)
+            results[module] = result
+        elif line.startswith("- `capture_ext."):
+            names.append(line.split("`")[1])
+    for module, result in results.items():
+        result.survivors = [name for name in names if name.startswith(dotted(module) + ".")]
+    return results
 
 
 def render(results: list[ModuleResult], notes: dict[str, str], timings: dict[str, float]) -> str:
@@ -222,10 +272,11 @@ def render(results: list[ModuleResult], notes: dict[str, str], timings: dict[str
         "*Score* is killed (or timed out) over generated minus the survivors explained as equivalent.",
         "Goal: at least 85 % per module.",
         "",
-        f"Measured on `capture_ext` as of commit {measured_on()}; mutant names follow that code.",
+        "*As of* is the commit whose `capture_ext` a module's mutants were made from (modules are run at",
+        "different times); its mutant names follow that code.",
         "",
-        "| module | generated | killed | timed out | survived | equivalent | no test | not run | score |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| module | as of | generated | killed | timed out | survived | equivalent | no test | not run | score |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
         c = r.counts
@@ -240,7 +291,7 @@ def render(results: list[ModuleResult], notes: dict[str, str], timings: dict[str
         else:
             score = f"{100 * caught / max(denominator, 1):.0f} %"
         lines.append(
-            f"| `{r.module}` | {r.generated} | {c['killed']} | {c['timeout']} | {c['survived']} | {equivalent}"
+            f"| `{r.module}` | `{r.as_of}` | {r.generated} | {c['killed']} | {c['timeout']} | {c['survived']} | {equivalent}"
             f" | {c['no test']} | {c['not run']} | {score} |"
         )
     unmeasured = [r.module for r in results if r.generated == 0 or r.counts["not run"] == r.generated]
@@ -248,7 +299,7 @@ def render(results: list[ModuleResult], notes: dict[str, str], timings: dict[str
         lines += ["", "Not yet measured: " + ", ".join(f"`{m}`" for m in unmeasured) + "."]
     if timings:
         spent = ", ".join(f"`{m}` {s:.0f} s" for m, s in timings.items())
-        lines += ["", f"Wall time of the last full run of each module, one worker: {spent}."]
+        lines += ["", f"{WALL_TIMES}{spent}."]
     lines += ["", "Tests run against each module's mutants:", ""]
     for r in results:
         files = FAST_TESTS.get(r.module)
@@ -299,8 +350,15 @@ def main(argv: list[str] | None = None) -> int:
                     run_module(module, args.timeout, last.unrun)
             else:
                 timings[module] = run_module(module, args.timeout)
-    results = [collect(module) for module in MODULES]
-    REPORT.write_text(render(results, load_notes(), remember(timings)))
+    report = REPORT.read_text() if REPORT.exists() else ""
+    earlier = previous(report)
+    results = []
+    for module in MODULES:
+        result = collect(module)
+        if result.counts["not run"] == result.generated and module in earlier:
+            result = earlier[module]  # not run in this mutants/: the last report's row stands
+        results.append(result)
+    REPORT.write_text(render(results, load_notes(), remember(timings, report)))
     log.info("wrote %s", REPORT.relative_to(ROOT))
     return 0
 

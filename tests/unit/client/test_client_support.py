@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import uuid
 
 import orjson
@@ -119,13 +120,15 @@ def test_env_port_refuses_what_is_not_a_tcp_port(monkeypatch, caplog, raw: str) 
     )
 
 
-@pytest.mark.parametrize("fill", [0x00, 0xFF, 0x5A, 0xA5])
-def test_uuid4_hex_sets_exactly_the_version_and_variant_bits(monkeypatch, fill: int) -> None:
-    raw = bytes([fill] * 16)
+@pytest.mark.parametrize(
+    "raw", [bytes([0x00] * 16), bytes([0xFF] * 16), bytes(range(0x10, 0x20)), bytes(range(0xFF, 0xEF, -1))]
+)
+def test_uuid4_hex_sets_exactly_the_version_and_variant_bits(monkeypatch, raw: bytes) -> None:
+    """Distinct bytes at 6, 7, 8, 9: a mutant that reads a neighbour's bits shows."""
     monkeypatch.setattr(client_support.os, "urandom", lambda n: raw[:n])
     expected = bytearray(raw)
-    expected[6] = (fill & 0x0F) | 0x40
-    expected[8] = (fill & 0x3F) | 0x80
+    expected[6] = (raw[6] & 0x0F) | 0x40
+    expected[8] = (raw[8] & 0x3F) | 0x80
     value = _uuid4_hex()
     assert value == expected.hex()
     assert uuid.UUID(value).version == 4 and uuid.UUID(value).variant == uuid.RFC_4122
@@ -143,6 +146,17 @@ def test_sampling_keeps_an_id_exactly_when_its_hash_is_below_the_rate(inference_
     assert sampled(inference_id, above) is True
     assert sampled(inference_id, below) is False
     assert sampled(inference_id, at) is (value < at * 2**64)
+
+
+def test_an_id_whose_hash_equals_the_threshold_is_not_sampled() -> None:
+    """``hash < rate * 2**64``, strictly: find an id whose hash a float holds exactly (it has
+    11 or more trailing zero bits; about one id in 2048) and use its own hash as the rate."""
+    inference_id = next(f"id-{n}" for n in range(200_000) if _threshold(f"id-{n}") % 2**11 == 0)
+    value = _threshold(inference_id)
+    rate = value / 2**64
+    assert rate * 2**64 == value  # exact: the threshold is the hash itself
+    assert sampled(inference_id, rate) is False
+    assert sampled(inference_id, math.nextafter(rate, 1.0)) is True
 
 
 def test_sampling_at_or_beyond_the_ends_needs_no_hash() -> None:
