@@ -401,3 +401,133 @@ def test_integers_at_the_64_bit_edges_stay_numbers():
         "over": str(2**64),
         "under": str(-(2**63) - 1),
     }
+
+
+def _ids(conn, count: int) -> list[str]:
+    """Read ``count`` lines; each must be whole JSON with its payload intact."""
+    records = read_lines(conn, count)
+    assert all(r["input"] == "y" * 900 for r in records)
+    return [r["inference_id"] for r in records]
+
+
+def test_lines_handed_to_the_kernel_in_pieces_are_forgotten_once_and_counted_once(sock_path):
+    """Many small lines, pushed by pumps that stop mid-line (``flush(timeout_ms=0)``) while a
+    reader drains: each pump must forget exactly the complete lines the kernel took, keep the
+    offset into the partly sent one, and count every line once."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(sock_path)
+    listener.listen(1)
+    client = CaptureClient(socket_path=sock_path, port=free_port(), timeout_ms=0)
+    total = 600
+    try:
+        client.capture(input="y" * 900, inference_id="r0")
+        conn, _ = listener.accept()
+        for n in range(1, total):
+            client.capture(input="y" * 900, inference_id=f"r{n}")
+        assert client._outbox  # the kernel took only part: the rest waits, a line cut somewhere
+        received: list[str] = []
+        reader = threading.Thread(target=lambda: received.extend(_ids(conn, total)))
+        reader.start()
+        deadline = time.monotonic() + 20
+        while client._outbox and time.monotonic() < deadline:
+            client.flush(timeout_ms=0)  # each pump stops where the kernel does, often mid-line
+            assert client.stats["sent"] <= total
+            time.sleep(0.0005)
+        reader.join(20)
+        assert received == [f"r{n}" for n in range(total)]
+        assert client.stats["sent"] == total and not client._outbox
+        conn.close()
+    finally:
+        client.close()
+        listener.close()
+
+
+def test_a_pump_that_sends_everything_leaves_nothing_queued(sock_path):
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client = CaptureClient(socket_path=sock_path, port=free_port(), timeout_ms=0)
+    try:
+        for n in range(3):  # no extension yet (and nothing on the port): queued, not lost
+            client.capture(input="y" * 900, inference_id=f"r{n}")
+        assert client._outbox.count(b"\n") == 3 and client.stats["sent"] == 0
+        listener.bind(sock_path)
+        listener.listen(1)
+        client._retry_at = 0.0
+        assert client.flush(timeout_ms=1000) is True  # connects; the kernel takes all three
+        assert not client._outbox and client.stats["sent"] == 3
+        conn, _ = listener.accept()
+        assert _ids(conn, 3) == ["r0", "r1", "r2"]
+        client.capture(input="y" * 900, inference_id="r3")  # the fast path again, nothing stale
+        assert _ids(conn, 1) == ["r3"] and client.stats["sent"] == 4
+        conn.close()
+    finally:
+        client.close()
+        listener.close()
+
+
+def test_a_peer_that_dies_during_a_pump_gets_the_queued_lines_again_byte_for_byte(sock_path):
+    """The extension goes away while the outbox holds a partly sent line: the pump's send fails,
+    and the next connection must receive that line whole and every line after it, unchanged."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(sock_path)
+    listener.listen(1)
+    client = CaptureClient(socket_path=sock_path, port=free_port(), timeout_ms=0)
+    total = 400
+    try:
+        client.capture(input="y" * 900, inference_id="r0")
+        conn, _ = listener.accept()
+        for n in range(1, total):
+            client.capture(input="y" * 900, inference_id=f"r{n}")
+        queued = client._outbox.count(b"\n")
+        assert queued and client._sock is not None
+        conn.close()  # the extension died without reading
+        assert client.flush(timeout_ms=0) is False  # the send fails: socket dropped, lines kept
+        assert client._sock is None and client._outbox.count(b"\n") == queued
+        client._retry_at = 0.0
+        received: list[str] = []
+        accepted = threading.Thread(target=lambda: received.extend(_ids(listener.accept()[0], queued)))
+        accepted.start()
+        deadline = time.monotonic() + 20
+        while client._outbox and time.monotonic() < deadline:
+            client.flush(timeout_ms=50)
+        accepted.join(20)
+        assert received == [f"r{n}" for n in range(total - queued, total)]
+        assert client.stats["sent"] == total and not client._outbox
+    finally:
+        client.close()
+        listener.close()
+
+
+def _line(n: int, size: int) -> bytes:
+    line = json.dumps({"inference_id": f"r{n}", "input": "y" * size}).encode() + b"\n"
+    return line
+
+
+def test_an_outbox_exactly_one_body_long_goes_in_one_post(sock_path, http_server, monkeypatch):
+    lines = [_line(0, 300), _line(1, 400)]
+    monkeypatch.setattr(client_module, "HTTP_BODY_BYTES", sum(map(len, lines)))
+    client = CaptureClient(socket_path=sock_path, port=http_server.server_address[1], timeout_ms=0)
+    for line in lines:
+        assert client.send_line(line) is False  # no time budget: queued, and it says so
+    assert client.flush(timeout_ms=5000) is True
+    assert Answers.received == [b"".join(lines)] and client.stats["http"] == 2
+
+
+def test_a_first_line_longer_than_a_body_is_posted_alone(sock_path, http_server, monkeypatch):
+    monkeypatch.setattr(client_module, "HTTP_BODY_BYTES", 1000)
+    lines = [_line(0, 1500), _line(1, 100), _line(2, 100)]
+    client = CaptureClient(socket_path=sock_path, port=http_server.server_address[1], timeout_ms=0)
+    for line in lines:
+        client.send_line(line)
+    assert client.flush(timeout_ms=5000) is True
+    assert Answers.received == [lines[0], lines[1] + lines[2]] and client.stats["http"] == 3
+
+
+def test_a_flush_that_cannot_post_yet_says_so(sock_path, http_server):
+    Answers.script = [(503, b'{"accepted": 0}')]
+    client = CaptureClient(socket_path=sock_path, port=http_server.server_address[1], timeout_ms=2000)
+    assert client.send_line(_line(0, 10)) is False  # 503: kept, backing off
+    assert client.flush(timeout_ms=2000) is False  # still backing off: nothing posted, and it says so
+    assert len(Answers.received) == 1 and client._outbox == _line(0, 10)
+    assert client.flush(timeout_ms=0) is False
+    client._http_retry_at = 0.0
+    assert client.flush(timeout_ms=2000) is True and not client._outbox and client.stats["http"] == 1
