@@ -291,8 +291,8 @@ def render(results: list[ModuleResult], notes: dict[str, str], timings: dict[str
         else:
             score = f"{100 * caught / max(denominator, 1):.0f} %"
         lines.append(
-            f"| `{r.module}` | `{r.as_of}` | {r.generated} | {c['killed']} | {c['timeout']} | {c['survived']} | {equivalent}"
-            f" | {c['no test']} | {c['not run']} | {score} |"
+            f"| `{r.module}` | `{r.as_of}` | {r.generated} | {c['killed']} | {c['timeout']} | {c['survived']}"
+            f" | {equivalent} | {c['no test']} | {c['not run']} | {score} |"
         )
     unmeasured = [r.module for r in results if r.generated == 0 or r.counts["not run"] == r.generated]
     if unmeasured:

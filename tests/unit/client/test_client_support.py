@@ -96,8 +96,9 @@ def test_env_float_reads_a_finite_number_or_warns_and_keeps_the_default(monkeypa
         for bad in ("abc", "nan", "inf", "-inf", ""):
             monkeypatch.setenv("CAPTURE_T", bad)
             assert _env_float("CAPTURE_T", 1.5) == 1.5
+    bad_values = ("abc", "nan", "inf", "-inf", "")
     assert [r.getMessage() for r in caplog.records] == [
-        f"capture client: CAPTURE_T={bad!r} is not a finite number; using 1.5" for bad in ("abc", "nan", "inf", "-inf", "")
+        f"capture client: CAPTURE_T={bad!r} is not a finite number; using 1.5" for bad in bad_values
     ]
 
 

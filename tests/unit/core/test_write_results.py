@@ -91,7 +91,8 @@ def test_a_position_outside_the_batch_resends_all_of_it(indices: list[int]) -> N
 
 
 def test_the_last_position_is_inside_the_batch() -> None:
-    assert [r["n"] for r in failed_part(batch("a", "b", "c"), WriteResult.retryable("x", failed_indices=[2])).records] == [2]
+    retry = failed_part(batch("a", "b", "c"), WriteResult.retryable("x", failed_indices=[2]))
+    assert [r["n"] for r in retry.records] == [2]
 
 
 def test_positions_win_over_ids() -> None:
