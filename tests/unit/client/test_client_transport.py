@@ -563,3 +563,23 @@ def test_an_extension_that_never_answers_costs_the_flush_its_budget_not_the_hand
         silent.close()
         pushing.join(30)
         client.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "delivered", "dropped", "kept"),
+    [(200, 1, 0, 0), (202, 1, 0, 0), (299, 1, 0, 0), (300, 0, 1, 0), (199, 0, 1, 0), (503, 0, 0, 1), (500, 0, 0, 1)],
+)
+def test_each_answer_status_delivers_drops_or_keeps_the_lines(sock_path, http_server, status, delivered, dropped, kept):
+    """2xx is taken, 5xx kept for later, anything else refused as a whole (the edges of each range).
+
+    ``send_line`` says True only when nothing is left queued."""
+    Answers.script = [(status, b"{}")]
+    client = CaptureClient(socket_path=sock_path, port=http_server.server_address[1], timeout_ms=2000)
+    assert client.send_line(_line(0, 10)) is (kept == 0)
+    assert (client.stats["http"], client.stats["dropped"], client._outbox.count(b"\n")) == (delivered, dropped, kept)
+
+
+def test_an_unreachable_extension_leaves_the_line_queued_and_says_so(sock_path):
+    client = CaptureClient(socket_path=sock_path, port=free_port(), timeout_ms=2000)
+    assert client.send_line(_line(0, 10)) is False
+    assert client._outbox == _line(0, 10) and client._http_retry_at > 0
