@@ -583,3 +583,88 @@ def test_an_unreachable_extension_leaves_the_line_queued_and_says_so(sock_path):
     client = CaptureClient(socket_path=sock_path, port=free_port(), timeout_ms=2000)
     assert client.send_line(_line(0, 10)) is False
     assert client._outbox == _line(0, 10) and client._http_retry_at > 0
+
+
+def test_refusals_add_up(sock_path, http_server):
+    Answers.script = [(400, b"{}"), (400, b"{}")]
+    client = CaptureClient(socket_path=sock_path, port=http_server.server_address[1], timeout_ms=2000)
+    assert client.send_line(_line(0, 10)) and client.send_line(_line(1, 10))
+    assert client.stats["dropped"] == 2 and client.stats["http"] == 0 and not client._outbox
+
+
+class AnswersOnceThenStalls:
+    """A raw HTTP/1.1 endpoint: the first request is answered (keeping the connection or closing
+    it), every later one is read and never answered, until ``stop``."""
+
+    def __init__(self, keep_alive: bool) -> None:
+        self.keep_alive = keep_alive
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.port = self.listener.getsockname()[1]
+        self.stopped = threading.Event()
+        self.requests = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _read_request(self, conn: socket.socket, pending: bytes) -> bytes | None:
+        while b"\r\n\r\n" not in pending:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return None
+            pending += chunk
+        head, _, rest = pending.partition(b"\r\n\r\n")
+        length = next(int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length"))
+        while len(rest) < length:
+            rest += conn.recv(65536)
+        return rest[length:]
+
+    def _serve(self) -> None:
+        conns = []
+        try:
+            while not self.stopped.is_set():
+                conn, _ = self.listener.accept()
+                conns.append(conn)
+                pending: bytes | None = b""
+                while pending is not None and not self.stopped.is_set():
+                    pending = self._read_request(conn, pending)
+                    if pending is None:
+                        break
+                    self.requests += 1
+                    if self.requests > 1:
+                        self.stopped.wait()  # read, never answered
+                        break
+                    close = b"" if self.keep_alive else b"Connection: close\r\n"
+                    conn.sendall(b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n" + close + b"\r\n{}")
+                    if not self.keep_alive:
+                        break
+        except OSError:
+            pass  # the listener closed by stop()
+        finally:
+            for conn in conns:
+                conn.close()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.listener.close()
+        self.thread.join(30)
+
+
+@pytest.mark.parametrize("keep_alive", [True, False])
+def test_a_post_on_a_reused_or_renewed_connection_gets_the_time_left_not_forever(sock_path, keep_alive):
+    """The second POST, on the kept connection or on a new one after the extension closed the
+    first, meets an extension that reads and never answers: it must give up within the budget."""
+    server = AnswersOnceThenStalls(keep_alive)
+    client = CaptureClient(socket_path=sock_path, port=server.port, timeout_ms=2000)
+    outcome: list[bool] = []
+    try:
+        assert client.send_line(_line(0, 10)) is True and client.stats["http"] == 1
+        client.timeout_s = 0.2  # the budget of the second send
+        second = threading.Thread(target=lambda: outcome.append(client.send_line(_line(1, 10))), daemon=True)
+        second.start()
+        second.join(30)
+        assert outcome == [False] and client._outbox == _line(1, 10)
+    finally:
+        server.stop()
+        second.join(30)
+        client.close()
