@@ -668,3 +668,79 @@ def test_a_post_on_a_reused_or_renewed_connection_gets_the_time_left_not_forever
         server.stop()
         second.join(30)
         client.close()
+
+
+def test_a_line_larger_than_the_outbox_still_goes_straight_to_an_open_socket(sock_path):
+    """The outbox bound is for bytes waiting; a line the kernel takes whole never waits."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(sock_path)
+    listener.listen(1)
+    client = CaptureClient(socket_path=sock_path, port=free_port(), timeout_ms=0, max_outbox_bytes=100)
+    try:
+        assert client.send_line(_line(0, 10)) is True
+        conn, _ = listener.accept()
+        assert client.send_line(_line(1, 500)) is True
+        assert client.stats == {**client.stats, "sent": 2, "dropped": 0}
+        assert [r["inference_id"] for r in read_lines(conn, 2)] == ["r0", "r1"]
+        conn.close()
+    finally:
+        client.close()
+        listener.close()
+
+
+def test_a_line_the_full_kernel_refuses_outright_waits_whole(sock_path):
+    """The kernel takes nothing (the fast path's BlockingIOError): the line waits from its first
+    byte and arrives whole once the extension reads."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(sock_path)
+    listener.listen(1)
+    client = CaptureClient(socket_path=sock_path, port=free_port(), timeout_ms=0)
+    try:
+        assert client.send_line(_line(0, 10)) is True
+        conn, _ = listener.accept()
+        filler = b'{"fill":1}\n'
+        fills = 0
+        while True:  # fill the kernel with whole lines, through the client's own socket
+            try:
+                if client._sock.send(filler) != len(filler):  # type: ignore[union-attr]
+                    pytest.fail("a partial filler line would make the stream unreadable")
+                fills += 1
+            except BlockingIOError:
+                break
+        assert client.send_line(_line(1, 10)) is False and client._outbox == _line(1, 10)
+        received: list[dict] = []
+        reader = threading.Thread(target=lambda: received.extend(read_lines(conn, 2 + fills)))
+        reader.start()
+        deadline = time.monotonic() + 20
+        while client._outbox and time.monotonic() < deadline:
+            client.flush(timeout_ms=50)
+        reader.join(20)
+        assert received[0]["inference_id"] == "r0" and received[-1]["inference_id"] == "r1"
+        assert len(received) == 2 + fills
+        conn.close()
+    finally:
+        client.close()
+        listener.close()
+
+
+def test_a_send_to_a_peer_that_went_away_says_the_line_is_not_sent(sock_path):
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(sock_path)
+    listener.listen(1)
+    client = CaptureClient(socket_path=sock_path, port=free_port(), timeout_ms=0)
+    try:
+        assert client.send_line(_line(0, 10)) is True
+        conn, _ = listener.accept()
+        conn.close()
+        assert client.send_line(_line(1, 10)) is False
+        assert client._sock is None and client._outbox == _line(1, 10)
+    finally:
+        client.close()
+        listener.close()
+
+
+def test_a_failed_connect_waits_its_backoff_before_the_next_try(sock_path):
+    client = CaptureClient(socket_path=sock_path, port=free_port(), timeout_ms=0)
+    before = time.monotonic()
+    assert client._connected_socket() is None  # nothing listens: ENOENT
+    assert client._retry_at >= before + 0.05 and client._backoff_s == 0.1
