@@ -744,3 +744,48 @@ def test_a_failed_connect_waits_its_backoff_before_the_next_try(sock_path):
     before = time.monotonic()
     assert client._connected_socket() is None  # nothing listens: ENOENT
     assert client._retry_at >= before + 0.05 and client._backoff_s == 0.1
+
+
+def test_the_outbox_takes_lines_up_to_its_bound_exactly_and_counts_each_drop(sock_path):
+    lines = [_line(0, 10), _line(1, 20)]
+    client = CaptureClient(socket_path=sock_path, port=free_port(), timeout_ms=0, max_outbox_bytes=sum(map(len, lines)))
+    assert client.flush() is True  # nothing queued: nothing left to send
+    for line in lines:  # no extension: queued
+        assert client.send_line(line) is False
+    assert client._outbox == b"".join(lines) and client.stats["dropped"] == 0
+    assert client.send_line(_line(2, 0)) is False and client.send_line(_line(3, 0)) is False
+    assert client._outbox == b"".join(lines) and client.stats["dropped"] == 2
+
+
+def test_a_line_the_full_kernel_refuses_gets_the_time_budget_to_go_out(sock_path):
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(sock_path)
+    listener.listen(1)
+    client = CaptureClient(socket_path=sock_path, port=free_port(), timeout_ms=0)
+    try:
+        assert client.send_line(_line(0, 10)) is True
+        conn, _ = listener.accept()
+        filler = b'{"fill":1}\n'
+        fills = 0
+        while True:
+            try:
+                client._sock.send(filler)  # type: ignore[union-attr]
+                fills += 1
+            except BlockingIOError:
+                break
+        received: list[dict] = []
+
+        def read_later() -> None:
+            time.sleep(0.2)  # ordering only: the send below meets a full kernel first
+            received.extend(read_lines(conn, 2 + fills))
+
+        reader = threading.Thread(target=read_later)
+        reader.start()
+        client.timeout_s = 20.0  # the budget: the send waits for the reader instead of queueing
+        assert client.send_line(_line(1, 10)) is True and not client._outbox
+        reader.join(20)
+        assert received[-1]["inference_id"] == "r1" and len(received) == 2 + fills
+        conn.close()
+    finally:
+        client.close()
+        listener.close()
