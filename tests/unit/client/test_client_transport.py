@@ -776,12 +776,14 @@ def test_a_line_the_full_kernel_refuses_gets_the_time_budget_to_go_out(sock_path
         received: list[dict] = []
 
         def read_later() -> None:
-            time.sleep(0.2)  # ordering only: the send below meets a full kernel first
+            time.sleep(0.02)  # ordering only: the send below meets a full kernel first
             received.extend(read_lines(conn, 2 + fills))
 
         reader = threading.Thread(target=read_later)
         reader.start()
-        client.timeout_s = 20.0  # the budget: the send waits for the reader instead of queueing
+        # The budget, under a second (a pump must wait for any budget, not only long ones); the
+        # reader needs a few milliseconds of it.
+        client.timeout_s = 0.95
         assert client.send_line(_line(1, 10)) is True and not client._outbox
         reader.join(20)
         assert received[-1]["inference_id"] == "r1" and len(received) == 2 + fills
