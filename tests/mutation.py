@@ -156,7 +156,8 @@ def deselected(module: str, survivors_only: bool = False) -> list[str]:
 
 def run_module(
     module: str, timeout_s: float | None, names: list[str] | None = None, survivors_only: bool = False
-) -> float:
+) -> float | None:
+    """Run ``module``'s mutants (or ``names``); its wall time, or None when stopped by ``timeout_s``."""
     SOURCE_NOTE.parent.mkdir(exist_ok=True)
     measured = json.loads(SOURCE_NOTE.read_text()) if SOURCE_NOTE.exists() else {}
     measured[module] = source_commit()
@@ -173,6 +174,7 @@ def run_module(
         subprocess.run(command, cwd=ROOT, env=env, check=False, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         log.warning("%s: stopped after %.0f s; its unrun mutants are reported as not run", module, timeout_s)
+        return None  # not the wall time of a full run
     return time.monotonic() - started
 
 
@@ -349,7 +351,9 @@ def main(argv: list[str] | None = None) -> int:
                 if last.unrun:
                     run_module(module, args.timeout, last.unrun)
             else:
-                timings[module] = run_module(module, args.timeout)
+                seconds = run_module(module, args.timeout)
+                if seconds is not None:
+                    timings[module] = seconds
     report = REPORT.read_text() if REPORT.exists() else ""
     earlier = previous(report)
     results = []
