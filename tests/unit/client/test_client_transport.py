@@ -791,3 +791,17 @@ def test_a_line_the_full_kernel_refuses_gets_the_time_budget_to_go_out(sock_path
     finally:
         client.close()
         listener.close()
+
+
+def test_only_an_unexpected_connect_error_is_logged_and_it_names_the_error(tmp_path, caplog):
+    """No extension yet (ENOENT) is the normal start of a cold start: silent. A socket path under a
+    file (ENOTDIR) is a misconfiguration: one debug line naming it."""
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    with caplog.at_level(logging.DEBUG, "capture_ext.client"):
+        missing = CaptureClient(socket_path=str(tmp_path / "absent.sock"), port=free_port(), timeout_ms=0)
+        assert missing._connected_socket() is None
+        assert caplog.records == []
+        odd = CaptureClient(socket_path=str(not_a_dir / "capture.sock"), port=free_port(), timeout_ms=0)
+        assert odd._connected_socket() is None
+    assert [r.getMessage() for r in caplog.records] == ["capture socket connect failed: [Errno 20] Not a directory"]
