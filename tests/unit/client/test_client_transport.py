@@ -15,6 +15,7 @@ import pytest
 from capture_ext import client as client_module
 from capture_ext import client_support
 from capture_ext.client import CaptureClient, capture_handler
+from capture_ext.client_support import sampled
 from capture_ext.testing.net import free_port
 
 
@@ -805,3 +806,29 @@ def test_only_an_unexpected_connect_error_is_logged_and_it_names_the_error(tmp_p
         odd = CaptureClient(socket_path=str(not_a_dir / "capture.sock"), port=free_port(), timeout_ms=0)
         assert odd._connected_socket() is None
     assert [r.getMessage() for r in caplog.records] == ["capture socket connect failed: [Errno 20] Not a directory"]
+
+
+def test_failures_inside_capture_add_up_and_each_is_logged_with_its_traceback(sock_path, monkeypatch, caplog):
+    client = CaptureClient(socket_path=sock_path, port=free_port())
+
+    def broken(line):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(client, "send_line", broken)
+    with caplog.at_level(logging.DEBUG, "capture_ext.client"):
+        assert client.capture(input="x", inference_id="id1") == "id1"
+        assert client.capture(input="y", inference_id="id2") == "id2"
+    assert client.stats["errors"] == 2
+    assert [r.getMessage() for r in caplog.records] == ["capture failed", "capture failed"]
+    assert all(r.exc_info is not None and r.exc_info[0] is RuntimeError for r in caplog.records)
+
+
+def test_sampling_decides_by_the_inference_id_and_counts_each_record_left_out(sock_path):
+    ids = [f"s{n}" for n in range(40)]
+    client = CaptureClient(socket_path=sock_path, port=free_port(), sample_rate=0.5, timeout_ms=0)
+    for inference_id in ids:
+        assert client.capture(input="x", inference_id=inference_id) == inference_id
+    left_out = sum(not sampled(i, 0.5) for i in ids)
+    assert 0 < left_out < len(ids)
+    assert client.stats["unsampled"] == left_out and client.stats["errors"] == 0
+    assert client._outbox.count(b"\n") == len(ids) - left_out
