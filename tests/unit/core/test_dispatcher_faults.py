@@ -679,3 +679,16 @@ async def test_by_default_a_write_hanging_through_more_than_one_second_has_faile
     dispatcher, _, _ = setup([sink], max_attempts=1)
     await dispatcher.flush(time.monotonic() + 1.1)
     assert dispatcher.states["a"].consecutive_failures == 1 and dispatcher.states_by_name() == {"a": "open"}
+
+
+async def test_a_batch_lost_on_disk_is_logged_with_how_many_records_could_be_read(tmp_path, caplog):
+    sink = ScriptedSink("a")
+    dispatcher, _, _ = cold_setup(tmp_path, [sink])
+    assert dispatcher.backlog() == {"a": 10}
+    (cold,) = [p.sealed for p in dispatcher.states["a"].backlog if p.cold]
+    blank(cold.location)
+    with caplog.at_level(logging.ERROR, "capture_ext.core.dispatcher"):
+        await dispatcher.flush(time.monotonic() + 5)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"sink a: batch {cold.batch_id} cannot be read back from the spool (0 of 5 records could be read back)"
+    ]
