@@ -68,7 +68,11 @@ FAST_TESTS: dict[str, tuple[str, ...]] = {
         "tests/unit/core/test_dispatcher_faults.py",
     ),
     "core/ingest.py": ("tests/unit/core/test_ingest.py", "tests/unit/core/test_store.py"),
-    "core/records.py": ("tests/unit/core/test_records.py", "tests/unit/core/test_ingest.py"),
+    "core/records.py": (
+        "tests/unit/core/test_records.py",
+        "tests/unit/core/test_records_fast_paths.py",
+        "tests/unit/core/test_ingest.py",
+    ),
     "client.py": ("tests/unit/client/test_client.py", "tests/unit/client/test_client_transport.py"),
     "client_support.py": (
         "tests/unit/client/test_client_support.py",
