@@ -13,7 +13,7 @@ sink and how to read back what it wrote; it contributes the tests::
             self.path = tmp_path / "out.db"
 
         def make_sink(self):
-            return MySink(self.context(env={"CAPTURE_MY_SINK_PATH": str(self.path)}))
+            return MySink(self.context(), config=MySinkConfig(path=str(self.path)))  # an argument wins over ctx.env
 
         async def read_back(self):
             return [...]                 # every record the backend holds, as dicts with "inference_id"
