@@ -24,6 +24,14 @@ def sock_path(tmp_path):
     return str(tmp_path / "capture.sock")
 
 
+def unix_listener(path, backlog=1):
+    """A listening Unix socket at ``path``: the extension's end, as the kernel sees it."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(backlog)
+    return listener
+
+
 def read_lines(conn, count, timeout=10.0):
     conn.settimeout(timeout)
     data = b""
@@ -36,9 +44,7 @@ def read_lines(conn, count, timeout=10.0):
 
 
 def test_bytes_the_kernel_cannot_take_wait_in_the_outbox_and_arrive_whole_and_in_order(sock_path):
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(sock_path)
-    listener.listen(1)
+    listener = unix_listener(sock_path)
     client = CaptureClient(socket_path=sock_path, port=free_port(), timeout_ms=1)
     try:
         client.capture(input="first")
@@ -67,9 +73,7 @@ def test_bytes_the_kernel_cannot_take_wait_in_the_outbox_and_arrive_whole_and_in
 
 
 def test_a_peer_that_goes_away_mid_stream_gets_the_unfinished_line_again_whole(sock_path):
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(sock_path)
-    listener.listen(1)
+    listener = unix_listener(sock_path)
     client = CaptureClient(socket_path=sock_path, port=free_port(), timeout_ms=1)
     try:
         client.capture(input="hello")
@@ -415,9 +419,7 @@ def test_lines_handed_to_the_kernel_in_pieces_are_forgotten_once_and_counted_onc
     """Many small lines, pushed by pumps that stop mid-line (``flush(timeout_ms=0)``) while a
     reader drains: each pump must forget exactly the complete lines the kernel took, keep the
     offset into the partly sent one, and count every line once."""
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(sock_path)
-    listener.listen(1)
+    listener = unix_listener(sock_path)
     client = CaptureClient(socket_path=sock_path, port=free_port(), timeout_ms=0)
     total = 600
     try:
@@ -468,9 +470,7 @@ def test_a_pump_that_sends_everything_leaves_nothing_queued(sock_path):
 def test_a_peer_that_dies_during_a_pump_gets_the_queued_lines_again_byte_for_byte(sock_path):
     """The extension goes away while the outbox holds a partly sent line: the pump's send fails,
     and the next connection must receive that line whole and every line after it, unchanged."""
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(sock_path)
-    listener.listen(1)
+    listener = unix_listener(sock_path)
     client = CaptureClient(socket_path=sock_path, port=free_port(), timeout_ms=0)
     total = 400
     try:
@@ -673,9 +673,7 @@ def test_a_post_on_a_reused_or_renewed_connection_gets_the_time_left_not_forever
 
 def test_a_line_larger_than_the_outbox_still_goes_straight_to_an_open_socket(sock_path):
     """The outbox bound is for bytes waiting; a line the kernel takes whole never waits."""
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(sock_path)
-    listener.listen(1)
+    listener = unix_listener(sock_path)
     client = CaptureClient(socket_path=sock_path, port=free_port(), timeout_ms=0, max_outbox_bytes=100)
     try:
         assert client.send_line(_line(0, 10)) is True
@@ -692,9 +690,7 @@ def test_a_line_larger_than_the_outbox_still_goes_straight_to_an_open_socket(soc
 def test_a_line_the_full_kernel_refuses_outright_waits_whole(sock_path):
     """The kernel takes nothing (the fast path's BlockingIOError): the line waits from its first
     byte and arrives whole once the extension reads."""
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(sock_path)
-    listener.listen(1)
+    listener = unix_listener(sock_path)
     client = CaptureClient(socket_path=sock_path, port=free_port(), timeout_ms=0)
     try:
         assert client.send_line(_line(0, 10)) is True
@@ -725,9 +721,7 @@ def test_a_line_the_full_kernel_refuses_outright_waits_whole(sock_path):
 
 
 def test_a_send_to_a_peer_that_went_away_says_the_line_is_not_sent(sock_path):
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(sock_path)
-    listener.listen(1)
+    listener = unix_listener(sock_path)
     client = CaptureClient(socket_path=sock_path, port=free_port(), timeout_ms=0)
     try:
         assert client.send_line(_line(0, 10)) is True
@@ -759,9 +753,7 @@ def test_the_outbox_takes_lines_up_to_its_bound_exactly_and_counts_each_drop(soc
 
 
 def test_a_line_the_full_kernel_refuses_gets_the_time_budget_to_go_out(sock_path):
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(sock_path)
-    listener.listen(1)
+    listener = unix_listener(sock_path)
     client = CaptureClient(socket_path=sock_path, port=free_port(), timeout_ms=0)
     try:
         assert client.send_line(_line(0, 10)) is True
