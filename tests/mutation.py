@@ -130,8 +130,14 @@ SOURCE_NOTE = ROOT / "mutants" / "source-commits.json"
 
 
 def source_commit() -> str:
-    """The commit whose ``capture_ext`` is being mutated (the report is only true of that code)."""
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    """The last commit that changed ``capture_ext``: the code being mutated (the report is only true of it).
+
+    Not ``HEAD``: commits that only add tests or notes do not change what was mutated, and a branch
+    rebased after its run keeps a commit that is on main.
+    """
+    head = subprocess.run(
+        ["git", "log", "-1", "--format=%h", "HEAD", "--", "capture_ext"], cwd=ROOT, capture_output=True, text=True
+    )
     dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "capture_ext"], cwd=ROOT).returncode
     return head.stdout.strip() + (" with uncommitted changes" if dirty else "")
 
@@ -265,6 +271,15 @@ def previous(text: str) -> dict[str, ModuleResult]:
     return results
 
 
+def changed_since(module: str, commit: str) -> bool:
+    """Whether ``module``'s source differs from ``commit``'s (an unknown commit counts as changed)."""
+    revision = commit.split()[0] if commit and commit[0] != "(" else ""
+    if not revision:
+        return True
+    path = f"capture_ext/{module}"
+    return subprocess.run(["git", "diff", "--quiet", revision, "--", path], cwd=ROOT).returncode != 0
+
+
 def render(results: list[ModuleResult], notes: dict[str, str], timings: dict[str, float]) -> str:
     lines = [
         "# Mutation testing of the delivery core",
@@ -300,6 +315,11 @@ def render(results: list[ModuleResult], notes: dict[str, str], timings: dict[str
             f"| `{r.module}` | `{r.as_of}` | {r.generated} | {c['killed']} | {c['timeout']} | {c['survived']}"
             f" | {equivalent} | {c['no test']} | {c['not run']} | {score} |"
         )
+    stale = [r.module for r in results if r.generated and changed_since(r.module, r.as_of)]
+    if stale:
+        lines += ["", "Changed since their *as of* commit (re-run them): " + ", ".join(f"`{m}`" for m in stale) + "."]
+    else:
+        lines += ["", "Every module's source is as it was at its *as of* commit."]
     unmeasured = [r.module for r in results if r.generated == 0 or r.counts["not run"] == r.generated]
     if unmeasured:
         lines += ["", "Not yet measured: " + ", ".join(f"`{m}`" for m in unmeasured) + "."]
