@@ -210,17 +210,23 @@ TIMINGS = ROOT / "mutants" / "wall-times.json"
 WALL_TIMES = "Wall time of the last full run of each module, one worker: "
 
 
-def remember(timings: dict[str, float], report: str = "") -> dict[str, float]:
-    """Wall times of the last full run of every module, this run's included, in module order.
-
-    Those of modules this ``mutants/`` never ran come from the last report.
-    """
+def reported_timings(report: str) -> dict[str, float]:
+    """The wall times a report lists."""
     known: dict[str, float] = {}
     for line in report.splitlines():
         if line.startswith(WALL_TIMES):
             for part in line.removeprefix(WALL_TIMES).rstrip(".").split(", "):
                 module, seconds = part.rsplit(" ", 2)[:2]
                 known[module.strip("`")] = float(seconds)
+    return known
+
+
+def remember(timings: dict[str, float], report: str = "") -> dict[str, float]:
+    """Wall times of the last full run of every module, this run's included, in module order.
+
+    Those of modules this ``mutants/`` never ran come from the last report.
+    """
+    known = reported_timings(report)
     known.update(json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {})
     known.update(timings)
     if timings:
