@@ -281,3 +281,80 @@ def test_an_adopter_takes_at_most_one_bound_of_dead_spools_and_still_has_room_fo
     assert fresh.append([line(1, "fresh")]) is not None  # its own records still fit
     other = open_spool(directory, env="other", max_bytes=16384)
     assert {a.environment_id for a in other.adopt()} == {"dead1"}
+
+
+def open_descriptors() -> list[int]:
+    return sorted(int(name) for name in os.listdir("/proc/self/fd"))
+
+
+def seal_padded(spool: Spool, sequence: int, pad: int):
+    """Append one record padded with ``pad`` spaces and seal it as its own batch."""
+    record = line(sequence) + b" " * pad
+    ends = spool.append([record])
+    assert ends is not None
+    location = spool.seal(f"envA-{sequence:08d}", sequence, 1, ends[0] - len(record) - 1, ends[0])
+    assert location is not None
+    return location
+
+
+def test_rotating_keeps_one_segment_descriptor_open_and_never_closes_another(tmp_path):
+    """Segments waiting for a sink cost no descriptor (no EMFILE however many wait), and deleting
+    them closes nothing of the process's own, such as stdout, where the stdout sink writes."""
+    saved = os.dup(1)
+    try:
+        spool = open_spool(tmp_path, max_bytes=16384)  # rotates at 2 KiB
+        before = open_descriptors()
+        locations = []
+        for sequence in (1, 2, 3):
+            locations.append(seal_padded(spool, sequence, 2100))
+            spool.sealed_all()
+        assert [s.index for s in spool.segments] == [1, 2, 3, 4]  # three wait for their sink
+        assert open_descriptors() == before
+        for location in locations:
+            spool.release(location)
+        assert [s.index for s in spool.segments] == [4]
+        os.fstat(1)  # stdout is still open
+        assert open_descriptors() == before
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+@pytest.mark.parametrize(("fsync", "expected"), [("always", ["old", "new", "directory"]), ("never", [])])
+def test_a_segment_closed_at_rotation_is_synced_first_unless_never(tmp_path, monkeypatch, fsync, expected):
+    """With ``always`` only appends are synced as they are written: the seal lines of a segment
+    reach the device when it is closed at rotation, before the new segment and its name."""
+    import capture_ext.core.spool as spool_module
+
+    spool = open_spool(tmp_path / "spool", max_bytes=16384, fsync=fsync)
+    seal_padded(spool, 1, 2100)
+    old = spool.active.path
+    synced: list[str] = []
+    monkeypatch.setattr(spool_module.os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")))
+    spool.sealed_all()
+    assert spool.active.index == 2
+    names = {old: "old", spool.active.path: "new", str(tmp_path / "spool"): "directory"}
+    assert [names[path] for path in synced] == expected
+
+
+def test_a_full_segment_whose_batches_were_all_delivered_is_deleted_when_it_rotates(tmp_path):
+    spool = open_spool(tmp_path, max_bytes=16384)
+    location = seal_padded(spool, 1, 2100)
+    spool.release(location)  # delivered while its segment is still the active one: it stays
+    assert os.path.exists(location.segment.path)
+    spool.sealed_all()
+    assert not os.path.exists(location.segment.path)
+    assert [s.index for s in spool.segments] == [2] and spool.bytes == spool.active.size
+
+
+def test_a_segment_holding_batches_of_separate_flushes_stays_until_each_is_released(tmp_path):
+    spool = open_spool(tmp_path, max_bytes=16384)
+    one = seal_padded(spool, 1, 1100)
+    spool.sealed_all()  # not full yet: the next flush seals into the same segment
+    two = seal_padded(spool, 2, 1100)
+    spool.sealed_all()
+    assert one.segment is two.segment and spool.active.index == 2
+    spool.release(one)
+    assert os.path.exists(two.segment.path)  # batch 2 still needs it
+    spool.release(two)
+    assert not os.path.exists(two.segment.path)

@@ -2,9 +2,11 @@
 failing writes and syncs, and what closing leaves behind."""
 
 import errno
+import fcntl
 import logging
 import os
 import stat
+from types import SimpleNamespace
 
 import orjson
 import pytest
@@ -372,11 +374,18 @@ def test_a_segment_rotates_when_it_reaches_an_eighth_of_the_bound_but_at_least_1
     assert spool.active.index == (1 if short else 2)
 
 
-def test_own_records_fit_up_to_the_bound_less_the_control_reserve_exactly(tmp_path):
-    spool = open_spool(tmp_path, max_bytes=16_000)  # reserve: 1,000 bytes
-    room = 15_000 - spool.bytes
+@pytest.mark.parametrize("max_bytes", [16_000, 16_015])  # reserve: a 16th of the bound, rounded down: 1,000
+def test_own_records_fit_up_to_the_bound_less_the_control_reserve_exactly(tmp_path, max_bytes):
+    spool = open_spool(tmp_path, max_bytes=max_bytes)
+    room = max_bytes - 1_000 - spool.bytes
     assert not spool.room(room + 1) and spool.room(room)
-    assert spool.append([b'{"p":"' + b"x" * (room - 9) + b'"}']) is not None and spool.bytes == 15_000
+    assert spool.append([b'{"p":"' + b"x" * (room - 9) + b'"}']) is not None and spool.bytes == max_bytes - 1_000
+
+
+def test_the_control_reserve_of_a_large_bound_is_64_kib(tmp_path):
+    spool = open_spool(tmp_path, max_bytes=1 << 24)  # a 16th would be 1 MiB
+    room = (1 << 24) - 65_536 - spool.bytes
+    assert not spool.room(room + 1) and spool.room(room)
 
 
 def test_closing_syncs_the_open_segment_unless_never_or_broken(tmp_path, monkeypatch):
@@ -423,3 +432,91 @@ def test_records_of_a_segment_whose_header_is_unreadable_get_the_first_batch_id(
         handle.write(b"H" + b"x" * (len(header) - 2) + b"\n")  # damaged, same length
     heir = open_spool(tmp_path, "heir")
     assert [a.batch_id for a in heir.adopt()] == ["dead-00000001"]
+
+
+def test_a_lock_path_swapped_for_a_symlink_while_locking_turns_the_spool_off(tmp_path, monkeypatch):
+    """The lock must be on the file at the path itself: a symlink there, even one to the very file
+    locked, is refused like every symlink in the spool directory (the extension then runs from
+    memory, docs/guarantees.md)."""
+    directory = tmp_path / "spool"
+    os.makedirs(directory, mode=0o700)
+    path = directory / "envB.lock"
+    real_flock = spool_module.fcntl.flock
+
+    def flock(fd, operation):
+        if not path.is_symlink() and os.readlink(f"/proc/self/fd/{fd}") == str(path):
+            os.rename(path, directory / "elsewhere")
+            os.symlink(directory / "elsewhere", path)
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(spool_module.fcntl, "flock", flock)
+    with pytest.raises(OSError) as caught:
+        open_spool(directory, env="envB")
+    assert caught.value.errno == errno.ELOOP
+    assert path.is_symlink() and not [name for name in os.listdir(directory) if name.endswith(".seg")]
+
+
+@pytest.mark.parametrize(("replaced", "opens"), [(99, True), (100, False)])
+def test_the_lock_is_taken_unless_its_file_is_replaced_100_times_in_a_row(tmp_path, monkeypatch, replaced, opens):
+    real_stat = os.stat
+    seen: list[str] = []
+
+    def stat_after_unlink(path, *args, **kwargs):
+        if str(path).endswith(".lock") and len(seen) < replaced:
+            seen.append(str(path))
+            raise FileNotFoundError(path)  # as if an adopter unlinked it right after our flock
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(spool_module.os, "stat", stat_after_unlink)
+    spool = Spool(str(tmp_path / "spool"), 1_000_000, "never", "env")
+    if opens:
+        spool.open()
+        assert spool.active.index == 1 and list(spool._locks) == ["env"]
+    else:
+        with pytest.raises(SpoolError, match="keeps being replaced"):
+            spool.open()
+
+
+def test_a_lock_an_adopter_holds_briefly_is_retried_every_10_ms_until_it_is_free(tmp_path, monkeypatch):
+    """On a shared volume an adopter may hold a starting process's lock for a moment: the process
+    waits (on a clock of its own here) and starts within 10 ms of the release."""
+    directory = tmp_path / "spool"
+    os.makedirs(directory, mode=0o700)
+    holder = os.open(directory / "envA.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    now = [100.0]
+    held = [holder]
+
+    def sleep(seconds):
+        now[0] += seconds
+        if held and now[0] >= 100.045:  # the adopter lets go 50 ms after the first try
+            os.close(held.pop())
+
+    monkeypatch.setattr(spool_module, "time", SimpleNamespace(monotonic=lambda: now[0], sleep=sleep))
+    spool = open_spool(directory)
+    assert 100.045 <= now[0] < 100.06 and list(spool._locks) == ["envA"]
+
+
+def test_a_failed_write_whose_cut_back_fails_too_still_only_breaks_the_spool(tmp_path, monkeypatch):
+    spool = open_spool(tmp_path / "spool", fsync="never")
+
+    def failing(errno_: int, text: str):
+        def call(*args):
+            raise OSError(errno_, text)
+
+        return call
+
+    monkeypatch.setattr(spool_module.os, "write", failing(errno.ENOSPC, "No space left on device"))
+    monkeypatch.setattr(spool_module.os, "ftruncate", failing(errno.EIO, "Input/output error"))
+    assert spool.append([line(1)]) is None  # the caller keeps the records in memory
+    assert spool.broken.startswith("write to") and "No space left" in spool.broken
+
+
+def test_a_dead_spool_too_big_to_fit_beside_the_first_does_not_stop_a_smaller_later_one(tmp_path):
+    sealed_dead_spool(tmp_path, "dead0", pad=2000)  # ~2.3 KB
+    sealed_dead_spool(tmp_path, "dead1", batches=3, pad=3000, max_bytes=64_000)  # ~9.5 KB
+    sealed_dead_spool(tmp_path, "dead2")  # ~0.4 KB
+    heir = open_spool(tmp_path, "heir", max_bytes=8_000)
+    assert sorted({a.environment_id for a in heir.adopt()}) == ["dead0", "dead2"]
+    second = open_spool(tmp_path, "second", max_bytes=8_000)
+    assert sorted({a.environment_id for a in second.adopt()}) == ["dead1"]  # its lock was let go
