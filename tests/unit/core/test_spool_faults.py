@@ -1,6 +1,7 @@
 """The spool when things go wrong: foreign or loose directories, held locks, corrupt segments,
 failing writes and syncs, and what closing leaves behind."""
 
+import contextlib
 import errno
 import fcntl
 import logging
@@ -520,3 +521,60 @@ def test_a_dead_spool_too_big_to_fit_beside_the_first_does_not_stop_a_smaller_la
     assert sorted({a.environment_id for a in heir.adopt()}) == ["dead0", "dead2"]
     second = open_spool(tmp_path, "second", max_bytes=8_000)
     assert sorted({a.environment_id for a in second.adopt()}) == ["dead1"]  # its lock was let go
+
+
+def test_a_later_dead_spool_that_fills_the_bound_to_the_byte_is_adopted_too(tmp_path):
+    sealed_dead_spool(tmp_path, "dead0", pad=2000)
+    sealed_dead_spool(tmp_path, "dead1")
+    total = sum(os.path.getsize(tmp_path / name) for name in os.listdir(tmp_path) if name.endswith(".seg"))
+    heir = open_spool(tmp_path, "heir", max_bytes=total)
+    assert sorted({a.environment_id for a in heir.adopt()}) == ["dead0", "dead1"]
+
+
+def test_a_segment_an_earlier_adopter_deleted_after_our_listing_does_not_hide_the_later_ones(tmp_path, monkeypatch):
+    """An adopter deletes a dead spool's segments oldest first: killed after deleting the first,
+    it leaves the others, and the next process must take them all, not stop at the gap."""
+    sealed_dead_spool(tmp_path, "dead", batches=3)
+    real_listdir = spool_module.os.listdir
+
+    def listdir(path):
+        names = real_listdir(path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_path / "dead-000001.seg")  # the earlier adopter, just after our listing
+        return names
+
+    monkeypatch.setattr(spool_module.os, "listdir", listdir)
+    heir = open_spool(tmp_path, "heir")
+    assert [a.batch_id for a in heir.adopt()] == ["dead-00000002", "dead-00000003"]
+
+
+def test_a_segment_removed_between_its_size_and_its_scan_does_not_hide_the_later_ones(tmp_path, monkeypatch):
+    sealed_dead_spool(tmp_path, "dead", batches=2)
+    real_getsize = spool_module.os.path.getsize
+
+    def getsize(path):
+        size = real_getsize(path)
+        if path.endswith("dead-000001.seg"):
+            os.unlink(path)  # removed by hand, after its size was read
+        return size
+
+    monkeypatch.setattr(spool_module.os.path, "getsize", getsize)
+    heir = open_spool(tmp_path, "heir")
+    assert [a.batch_id for a in heir.adopt()] == ["dead-00000002"]
+
+
+def test_a_lock_file_that_cannot_be_removed_is_left_and_adoption_goes_on(tmp_path, monkeypatch):
+    (tmp_path / "gone.lock").write_bytes(b"")  # a process that died before writing a segment
+    os.chmod(tmp_path / "gone.lock", 0o600)
+    sealed_dead_spool(tmp_path, "later")
+    real_unlink = spool_module.os.unlink
+
+    def unlink(path):
+        if str(path).endswith(".lock"):
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real_unlink(path)
+
+    monkeypatch.setattr(spool_module.os, "unlink", unlink)
+    heir = open_spool(tmp_path, "heir")
+    assert [a.batch_id for a in heir.adopt()] == ["later-00000001"]
+    assert "gone" not in heir._locks and os.path.exists(tmp_path / "gone.lock")
