@@ -70,7 +70,7 @@ SEEDS ?= 300
 sim: setup
 	$(PY) -m tests.sim $(if $(SEED),--seed $(SEED),--seeds $(SEEDS))
 
-# Mutation testing of the delivery core (docs/testing.md): hours, one worker, not run by `make test`.
+# Mutation testing of the delivery core (docs/testing.md): about forty minutes with one worker, not run by `make test`.
 # Writes docs/mutation.md. `make mutate MODULES="core/buffer.py client.py"` runs some modules only.
 MODULES ?=
 mutate: setup

@@ -1,5 +1,6 @@
 """Dispatcher behaviour with in-memory test sinks (the contract, not a stand-in for AWS)."""
 
+import asyncio
 import random
 import time
 
@@ -162,3 +163,70 @@ async def test_a_malformed_partial_answer_retries_the_whole_batch_and_never_rais
     await dispatcher.flush(time.monotonic() + 5)
     assert [len(b) for b in sink.seen] == [4, 4]
     assert ledger.sinks["a"].delivered == 4
+
+
+class FrozenClock:
+    """The dispatcher's ``time``, standing still unless a test moves it: the durations it logs
+    and reports are then exact. asyncio's own clock (the timeouts, the sleeps) stays real."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    from capture_ext.core import dispatcher as dispatcher_module
+
+    frozen = FrozenClock()
+    monkeypatch.setattr(dispatcher_module, "time", frozen)
+    return frozen
+
+
+#: Long enough for a 0.1 % error to change the rounded milliseconds (510 ms, not 511), short
+#: enough for a test that really waits it out.
+WAIT_S = 0.51
+
+
+async def test_a_hung_write_is_reported_with_the_time_it_was_given(clock):
+    sink = ScriptedSink("a", delay=3600)
+    dispatcher, _, _ = setup([sink], max_attempts=1)
+    dispatcher.fair_budget_s = WAIT_S
+    await dispatcher.flush(clock.now + WAIT_S)
+    assert dispatcher.states["a"].last_error == "write did not finish within 510 ms"
+
+
+async def test_a_write_cut_short_says_how_long_it_had(clock, caplog):
+    sink = ScriptedSink("a", delay=3600)
+    dispatcher, _, _ = setup([sink])
+    dispatcher.fair_budget_s = 4 * WAIT_S  # the write had under half of it: the deadline's doing
+    with caplog.at_level("INFO", logger="capture_ext.core.dispatcher"):
+        await dispatcher.flush(clock.now + WAIT_S)
+    assert "cut short by the flush deadline after 510 ms" in caplog.text
+    assert dispatcher.states_by_name() == {"a": "ok"}
+
+
+async def test_a_hung_start_is_reported_with_the_time_it_was_given(clock):
+    class HungStart(ScriptedSink):
+        async def start(self) -> None:
+            await asyncio.sleep(3600)
+
+    dispatcher, _, _ = setup([HungStart("a")])
+    await dispatcher.flush(clock.now + WAIT_S)
+    assert dispatcher.states["a"].last_error == "start() did not finish within 510 ms"
+
+
+async def test_the_retry_log_and_the_flush_report_give_exact_durations(clock, caplog):
+    def slow_then_throttled(batch: Batch) -> WriteResult:
+        clock.now += 1.5  # the write took 1.5 s by the dispatcher's clock
+        return WriteResult.retryable("slow down", retry_after_s=WAIT_S)
+
+    sink = ScriptedSink("a", [slow_then_throttled])
+    dispatcher, _, _ = setup([sink])
+    with caplog.at_level("WARNING", logger="capture_ext.core.dispatcher"):
+        report = await dispatcher.flush(clock.now + 10)
+    assert "retrying 4 records in 510 ms (budget 10000 ms)" in caplog.text
+    assert report.delivered == {"a": 4}
+    assert report.duration_ms == 1500.0
