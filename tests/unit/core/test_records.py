@@ -411,3 +411,52 @@ def test_a_microsecond_before_a_second_is_its_last_millisecond(instant, expected
 def test_a_new_enricher_knows_no_invoke_trace():
     record = Enricher("fn", "1", "env").enrich({"request_id": "req-1"})
     assert "trace_id" not in record and record["sequence"] == 1
+
+
+def test_a_number_past_a_doubles_range_beside_a_long_integer_is_refused_quoting_40_characters():
+    """The exact path (taken for the long integer) refuses infinity as orjson does, and quotes the
+    number's first 40 characters: enough to find it, not a copy of a long value in the logs."""
+    with pytest.raises(RecordError) as info:
+        parse_body(b'{"input": 1e999, "id": 12345678901234567890123}', "application/json", LIMIT)
+    message = "invalid JSON: number 1e999 is infinity when parsed as double: line 1 column 1 (char 0)"
+    assert str(info.value) == f"invalid JSON ({message})" and info.value.status == 400
+    long_number = b"1" + b"0" * 59 + b"e999"
+    with pytest.raises(RecordError) as info:
+        parse_body(b'{"input": 12345678901234567890123}\n[' + long_number + b"]", "application/x-ndjson", LIMIT)
+    quoted = "1" + "0" * 39
+    message = f"invalid JSON: number {quoted} is infinity when parsed as double: line 1 column 1 (char 0)"
+    assert str(info.value) == f"line 2: invalid JSON ({message})"
+
+
+@pytest.mark.parametrize(
+    "stamp", ["2024-01-02Z03:04:05Z", "2024-01-02Z03:04:05.678Z", "2024-01-02Z03:04:05", "2024-01-02z03:04:05Z"]
+)
+def test_a_z_is_the_utc_offset_only_never_the_date_time_separator(stamp):
+    """``datetime.fromisoformat`` takes any character between the date and the time, a ``Z``
+    included; in RFC 3339 ``Z`` is only the offset, so such a string is refused."""
+    with pytest.raises(RecordError) as info:
+        normalize({"input": 1, "timestamp": stamp})
+    assert str(info.value) == "field 'timestamp': not an RFC 3339 date-time"
+
+
+@pytest.mark.parametrize(
+    ("zone", "stamp"),
+    [
+        ("XST-5:30", "9999-12-31T23:59:59.000Z"),  # east of UTC: the local date would be year 10000
+        ("YST8", "0001-01-01T00:00:00.000Z"),  # west of UTC: the local date would be year 0
+        ("YST8", "0001-01-01T05:00:00.000+05:00"),
+    ],
+)
+def test_the_calendars_first_and_last_seconds_are_read_whatever_the_hosts_zone(monkeypatch, zone, stamp):
+    """The offset is converted to UTC, never through the host's zone (``capture-ext local`` runs
+    where the developer is), so both ends of the calendar stay in range on any host."""
+    import time
+
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        expected = stamp[:19] + ".000Z" if stamp.endswith("Z") else "0001-01-01T00:00:00.000Z"
+        assert normalize({"input": 1, "timestamp": stamp})["timestamp"] == expected
+    finally:
+        monkeypatch.undo()
+        time.tzset()

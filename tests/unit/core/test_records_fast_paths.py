@@ -199,7 +199,7 @@ def random_timestamp_string(rng: random.Random) -> tuple[str, int]:
     elif variant == 3:
         text = text[:-1] + rng.choice(["123Z", "0Z"])[: rng.randint(1, 3)]
     elif variant == 4:
-        text = text[:20] + rng.choice(["٣٣٣", "０１２", "1٣2", "a12", " 12", "+12"]) + "Z"
+        text = text[:20] + rng.choice(["٣٣٣", "٣12", "０１２", "０12", "1٣2", "a12", " 12", "+12"]) + "Z"
     elif variant == 5:
         text = text[:19] + rng.choice([",", ":"]) + text[20:]
     elif variant == 6:
@@ -244,6 +244,147 @@ def test_a_shortcut_string_outside_the_exact_range_takes_the_long_way():
     first = normalize({"input": 1, "timestamp": far})["timestamp"]
     assert not records._canonical_in_cached_second(far)
     assert normalize({"input": 1, "timestamp": far})["timestamp"] == first
+
+
+# -- the date caches at the edges they could get wrong ------------------------------------------
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def exact_rfc3339(ms: int) -> str:
+    """The instant ``ms`` formatted with integer arithmetic only: no float, no cache."""
+    moment = _EPOCH + dt.timedelta(milliseconds=ms)
+    return f"{moment.year:04d}" + moment.strftime("-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def edge_seconds() -> list[int]:
+    """Seconds where a date changes or an exactness bound lies: days, months, years, leap days, the epoch,
+    the years before 1970 and before 1000, 2**31, 2**32, 2**33 and the calendar's two ends."""
+    edges = {0, 2**31, 2**32, 2**33, 2**32 - 1, 2**33 - 1}
+    for year in (1, 999, 1000, 1900, 1969, 1970, 2000, 2023, 2024, 2038, 2100, 2106, 2400, 9999):
+        for month, day in ((1, 1), (2, 28), (2, 29), (3, 1), (12, 31)):
+            try:
+                start = dt.datetime(year, month, day, tzinfo=dt.UTC)
+            except ValueError:  # no 29 February that year
+                continue
+            edges.add(int(start.timestamp()))
+    last = int(dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC).timestamp())
+    first = int(dt.datetime(1, 1, 1, tzinfo=dt.UTC).timestamp())
+    return sorted(second for edge in edges for second in (edge - 1, edge, edge + 1) if first <= second <= last)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_cached_dates_are_datetimes_across_every_edge_and_every_cache_refill(seed):
+    """Integer milliseconds, float seconds and timestamp strings on both sides of each edge, in a
+    random order that refills the 256-second cache many times and revisits seconds it still holds."""
+    rng = random.Random(seed)
+    seconds = edge_seconds()
+    seconds += [rng.randrange(-(2**35), 2**35) for _ in range(300)]
+    seconds += rng.choices(seconds, k=300)  # seconds seen before, still cached or evicted since
+    rng.shuffle(seconds)
+    forget_prefixes()
+    for second in seconds:
+        for ms in {second * 1000 + rng.choice([0, 1, 499, 500, 998, 999]), second * 1000 + rng.randrange(1000)}:
+            case = (seed, ms)
+            expected = reference_rfc3339(ms / 1000)
+            assert rfc3339_ms(ms / 1000) == expected, case
+            assert rfc3339_from_ms(ms) == expected, case
+            if 0 <= ms < records._EXACT_MS_LIMIT:
+                assert expected == exact_rfc3339(ms), case
+            text = exact_rfc3339(ms)
+            parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+            stamp = normalize({"input": 1, "timestamp": text}, now=0)["timestamp"]
+            assert stamp == reference_rfc3339(parsed), case
+            if 0 <= ms < YEAR_2100_MS:
+                assert stamp == text, case
+                assert normalize({"input": 1, "timestamp": ms}, now=0)["timestamp"] == text, case
+            assert len(records._PREFIXES) <= records._PREFIX_CACHE_SIZE  # the cache's memory is bounded
+
+
+class _CountingDatetime(dt.datetime):
+    """``datetime``, counting the seconds whose date is computed and the strings parsed."""
+
+    formatted: list[float] = []
+    parsed: list[str] = []
+
+    @classmethod
+    def fromtimestamp(cls, t: float, tz: dt.tzinfo | None = None) -> dt.datetime:  # type: ignore[override]
+        cls.formatted.append(t)
+        return dt.datetime.fromtimestamp(t, tz)
+
+    @classmethod
+    def fromisoformat(cls, date_string: str) -> dt.datetime:  # type: ignore[override]
+        cls.parsed.append(date_string)
+        return dt.datetime.fromisoformat(date_string)
+
+
+@pytest.fixture
+def counted_datetime(monkeypatch: pytest.MonkeyPatch) -> type[_CountingDatetime]:
+    """What ``core/records.py`` asks of ``datetime``, counted: the work its caches exist to save."""
+    monkeypatch.setattr(_CountingDatetime, "formatted", [])
+    monkeypatch.setattr(_CountingDatetime, "parsed", [])
+    shim = type("datetime_module", (), {"datetime": _CountingDatetime, "UTC": dt.UTC})
+    monkeypatch.setattr(records, "dt", shim)
+    forget_prefixes()
+    return _CountingDatetime
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_each_second_is_formatted_once_while_the_cache_holds_it(seed, counted_datetime):
+    """The date part is a third of the ingest path's CPU (benchmark 4): a second seen again, by
+    either formatter, must come from the cache."""
+    rng = random.Random(seed)
+    base = rng.randrange(1_600_000_000, 1_900_000_000)
+    distinct = sorted({base + rng.randrange(-100, 100) for _ in range(150)})  # fewer than the cache holds
+    for _ in range(1000):
+        second = rng.choice(distinct)
+        ms = second * 1000 + rng.randrange(1000)
+        if rng.random() < 0.5:
+            assert rfc3339_from_ms(ms) == exact_rfc3339(ms), (seed, ms)
+        else:
+            assert rfc3339_ms(ms / 1000) == exact_rfc3339(ms), (seed, ms)
+    assert sorted(counted_datetime.formatted) == distinct, seed
+
+
+def test_integer_milliseconds_take_no_float_arithmetic_below_2_to_the_32_seconds(monkeypatch):
+    """The Python client's timestamps are integers; below 2**32 s they are formatted exactly with
+    integer arithmetic, and from there on as ``rfc3339_ms(ms / 1000)`` rounds them."""
+    floats: list[float] = []
+    float_path = records.rfc3339_ms
+
+    def counted(epoch_s: float) -> str:
+        floats.append(epoch_s)
+        return float_path(epoch_s)
+
+    monkeypatch.setattr(records, "rfc3339_ms", counted)
+    limit = records._EXACT_MS_LIMIT
+    for ms in (0, 1, 999, 1000, 1_700_000_000_123, YEAR_2100_MS - 1, limit - 1):
+        assert rfc3339_from_ms(ms) == exact_rfc3339(ms), ms
+    for ms in (0, 1, 1_700_000_000_123, YEAR_2100_MS - 1):
+        assert normalize({"input": 1, "timestamp": ms})["timestamp"] == exact_rfc3339(ms), ms
+    assert floats == []
+    for ms in (limit, limit + 1, -1):
+        assert rfc3339_from_ms(ms) == float_path(ms / 1000), ms
+    assert floats == [limit / 1000, (limit + 1) / 1000, -1 / 1000]
+
+
+@pytest.mark.parametrize("second", [0, 1, 86_400, 2**31, 2**32 - 1])
+def test_a_canonical_string_takes_the_shortcut_from_the_epochs_first_second_to_2_to_the_32(second, counted_datetime):
+    rfc3339_from_ms(second * 1000)  # its second is cached now
+    for ms in (0, 1, 999):
+        text = exact_rfc3339(second * 1000 + ms)
+        assert normalize({"input": 1, "timestamp": text})["timestamp"] == text
+    assert counted_datetime.parsed == []  # returned as sent, never parsed
+
+
+@pytest.mark.parametrize("second", [-86_400, -1, 2**32, 2**32 + 1, 2**33 - 1, 2**33])
+def test_a_canonical_string_outside_0_to_2_to_the_32_is_always_parsed(second, counted_datetime):
+    """Past 2**32 s the comment's exactness bound is not proven: the string is read and formatted
+    again, as datetime gives it, even in a second the cache holds."""
+    rfc3339_ms(float(second))
+    text = exact_rfc3339(second * 1000 + 999)
+    expected = reference_rfc3339(dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
+    assert normalize({"input": 1, "timestamp": text})["timestamp"] == expected
+    assert len(counted_datetime.parsed) == 1
 
 
 @pytest.mark.parametrize("seed", SEEDS)
