@@ -163,7 +163,7 @@ class RecordsHandler(BaseHTTPRequestHandler):
 def test_http_is_the_fallback_when_there_is_no_socket(sock_path):
     server = ThreadingHTTPServer(("127.0.0.1", 0), RecordsHandler)
     RecordsHandler.received = []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
     try:
         client = CaptureClient(socket_path=sock_path, port=server.server_address[1], timeout_ms=1000)
         client.capture(input="over-http")

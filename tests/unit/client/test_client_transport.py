@@ -129,7 +129,10 @@ class Answers(BaseHTTPRequestHandler):
 def http_server():
     server = ThreadingHTTPServer(("127.0.0.1", 0), Answers)
     Answers.script, Answers.received, Answers.paths = [], [], []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # ``shutdown`` waits for the serving loop's next poll: at the default 0.5 s that was most of
+    # this file's run time, and mutmut, which times only the test body, then took the slow
+    # teardowns of a harmless mutant for a hang (its wall limit is 5 x (body time + 1 s)).
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
     yield server
     server.shutdown()
     server.server_close()
@@ -824,3 +827,94 @@ def test_sampling_decides_by_the_inference_id_and_counts_each_record_left_out(so
     assert 0 < left_out < len(ids)
     assert client.stats["unsampled"] == left_out and client.stats["errors"] == 0
     assert client._outbox.count(b"\n") == len(ids) - left_out
+
+
+def read_exactly(conn: socket.socket, size: int, timeout: float = 20.0) -> bytes:
+    conn.settimeout(timeout)
+    data = b""
+    while len(data) < size:
+        chunk = conn.recv(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+@pytest.mark.parametrize("head", [_line(1, 10), b"\n"], ids=["record", "empty-line"])
+def test_a_pump_that_stops_inside_a_line_after_whole_ones_keeps_its_offset_into_it(sock_path, head):
+    """The kernel takes a whole line and part of a line larger than its buffer: the whole one is
+    forgotten and counted at once (any line ``send_line`` was given, an empty one too), and the
+    large one goes on from the exact byte where the kernel stopped, so it arrives intact."""
+    listener = unix_listener(sock_path)
+    client = CaptureClient(socket_path=sock_path, port=free_port(), timeout_ms=0)
+    try:
+        first = _line(0, 10)
+        assert client.send_line(first) is True
+        conn, _ = listener.accept()
+        assert client._sock is not None
+        filler = b'{"fill":1}\n'
+        fills = 0
+        while True:  # fill the kernel with whole lines, through the client's own socket
+            try:
+                if client._sock.send(filler) != len(filler):
+                    pytest.fail("a partial filler line would make the stream unreadable")
+                fills += 1
+            except BlockingIOError:
+                break
+        large = _line(2, 4 * client._sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))
+        assert client.send_line(head) is False and client.send_line(large) is False
+        assert client._outbox == head + large and client.stats["sent"] == 1
+        # The extension reads everything sent so far: the kernel's buffer is empty again, and one
+        # pump with no time to wait sends the head and as much of the large line as fits.
+        assert read_exactly(conn, len(first) + fills * len(filler)) == first + filler * fills
+        assert client.flush(timeout_ms=0) is False
+        assert client._outbox == large and client.stats["sent"] == 2
+        rest: list[bytes] = []
+        reader = threading.Thread(target=lambda: rest.append(read_exactly(conn, len(head) + len(large))))
+        reader.start()
+        deadline = time.monotonic() + 20
+        while client._outbox and time.monotonic() < deadline:
+            client.flush(timeout_ms=50)
+        reader.join(20)
+        assert rest == [head + large] and client.stats["sent"] == 3 and not client._outbox
+        conn.close()
+    finally:
+        client.close()
+        listener.close()
+
+
+def test_a_connection_that_succeeds_starts_the_backoff_again(sock_path):
+    """After the extension was missing for a while, a connection that works resets the backoff:
+    if that extension then goes away, the next try comes 50 ms later, not after the long wait."""
+    client = CaptureClient(socket_path=sock_path, port=free_port(), timeout_ms=0)
+    for _ in range(3):  # nothing listens yet (ENOENT): 0.05, 0.1, 0.2 s waits, the next one 0.4 s
+        assert client._connected_socket() is None
+        client._retry_at = 0.0
+    assert client._backoff_s == 0.4
+    listener = unix_listener(sock_path)
+    try:
+        assert client._connected_socket() is not None and client._backoff_s == 0.05
+        conn, _ = listener.accept()
+        conn.close()  # the extension went away
+        before = time.monotonic()
+        assert client.send_line(_line(0, 10)) is False and client._sock is None
+        assert before + 0.05 <= client._retry_at <= time.monotonic() + 0.05 and client._backoff_s == 0.1
+    finally:
+        client.close()
+        listener.close()
+
+
+def test_without_settings_the_client_uses_the_documented_defaults(monkeypatch, tmp_path):
+    """docs/configuration.md: CAPTURE_SOCKET /tmp/capture-ext.sock, CAPTURE_PORT 9009,
+    CAPTURE_SAMPLE_RATE 1, CAPTURE_CLIENT_TIMEOUT_MS 5; a set CAPTURE_SOCKET is used as given."""
+    for name in ("CAPTURE_SOCKET", "CAPTURE_PORT", "CAPTURE_SAMPLE_RATE", "CAPTURE_CLIENT_TIMEOUT_MS"):
+        monkeypatch.delenv(name, raising=False)
+    client = CaptureClient()
+    assert (client.socket_path, client.port, client.sample_rate, client.timeout_s) == (
+        "/tmp/capture-ext.sock",
+        9009,
+        1.0,
+        0.005,
+    )
+    monkeypatch.setenv("CAPTURE_SOCKET", str(tmp_path / "elsewhere.sock"))
+    assert CaptureClient().socket_path == str(tmp_path / "elsewhere.sock")
