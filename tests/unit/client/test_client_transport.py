@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -918,3 +919,39 @@ def test_without_settings_the_client_uses_the_documented_defaults(monkeypatch, t
     )
     monkeypatch.setenv("CAPTURE_SOCKET", str(tmp_path / "elsewhere.sock"))
     assert CaptureClient().socket_path == str(tmp_path / "elsewhere.sock")
+
+
+class BootClock:
+    """The client's ``time`` reading as a clock that started with the machine a moment ago: Linux's
+    monotonic clock counts from boot, and a Lambda microVM can take its first invoke within its
+    first second. It stands still; the sockets' own timeouts stay real."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_a_client_used_within_a_second_of_boot_connects_and_posts_at_once(sock_path, http_server, monkeypatch):
+    """No retry is scheduled before the first try: it must not read as "wait until second 1"."""
+    monkeypatch.setattr(client_module, "time", BootClock(0.25))
+    listener = unix_listener(sock_path)
+    over_socket = CaptureClient(socket_path=sock_path, port=http_server.server_address[1], timeout_ms=1000)
+    try:
+        assert over_socket.send_line(_line(0, 10)) is True
+        assert (over_socket.stats["sent"], over_socket.stats["http"]) == (1, 0) and Answers.received == []
+        listener.settimeout(10)
+        conn, _ = listener.accept()
+        assert [r["inference_id"] for r in read_lines(conn, 1)] == ["r0"]
+        conn.close()
+    finally:
+        over_socket.close()
+        listener.close()
+    absent = str(Path(sock_path).with_name("absent.sock"))
+    over_http = CaptureClient(socket_path=absent, port=http_server.server_address[1], timeout_ms=1000)
+    try:
+        assert over_http.send_line(_line(1, 10)) is True  # no socket: posted at once, not held back
+        assert Answers.received == [_line(1, 10)] and over_http.stats["http"] == 1
+    finally:
+        over_http.close()
