@@ -14,6 +14,7 @@ import pytest
 
 import capture_ext.core.spool as spool_module
 from capture_ext.core.spool import Spool, SpoolError, prepare_directory
+from capture_ext.core.spool_format import open_file
 from tests.unit.core.test_spool import die, line, open_spool
 
 
@@ -29,6 +30,34 @@ def test_a_loose_directory_is_tightened_to_owner_only(tmp_path):
     os.chmod(tmp_path / "spool", 0o755)
     prepare_directory(str(tmp_path / "spool"))
     assert stat.S_IMODE(os.stat(tmp_path / "spool").st_mode) == 0o700
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o000])
+def test_a_new_directory_is_owner_only_from_the_instant_it_exists(tmp_path, monkeypatch, umask):
+    """Created 0700 by ``mkdir`` itself, not loosened by the umask and tightened after: no other
+    user can enter it in between (every chmod is recorded here, and none may be needed)."""
+    chmods: list[str] = []
+    monkeypatch.setattr(spool_module.os, "chmod", lambda path, mode: chmods.append(path))
+    previous = os.umask(umask)
+    try:
+        prepare_directory(str(tmp_path / "new" / "spool"))
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(os.stat(tmp_path / "new" / "spool").st_mode) == 0o700
+    assert chmods == []
+
+
+def test_a_new_segment_or_lock_file_is_0600_from_the_instant_it_exists(tmp_path, monkeypatch):
+    """Created 0600 by ``open`` itself; the ``fchmod`` after it (for a file that existed, looser)
+    is made to do nothing here, and the umask to take nothing away."""
+    monkeypatch.setattr(spool_module.os, "fchmod", lambda fd, mode: None)
+    previous = os.umask(0)
+    try:
+        fd = open_file(str(tmp_path / "env-000001.seg"), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    finally:
+        os.umask(previous)
+    os.close(fd)
+    assert stat.S_IMODE(os.stat(tmp_path / "env-000001.seg").st_mode) == 0o600
 
 
 def test_a_process_whose_lock_stays_held_gives_up_with_a_clear_error(tmp_path, monkeypatch):
