@@ -1,6 +1,7 @@
 """The client's transport under pressure, against real local sockets: a peer that stops reading,
 a peer that goes away mid-stream, every answer the HTTP fallback can get, and fail-open edges."""
 
+import contextlib
 import json
 import logging
 import socket
@@ -956,3 +957,133 @@ def test_a_client_used_within_a_second_of_boot_connects_and_posts_at_once(sock_p
         assert Answers.received == [_line(1, 10)] and over_http.stats["http"] == 1
     finally:
         over_http.close()
+
+
+class StillClock:
+    """``time`` for the client with a monotonic clock that moves only when the test moves it.
+
+    Two readings within one tick of a coarse clock are equal, so a deadline or a retry time can
+    be reached exactly; ``on_read`` runs at every reading (e.g. the extension reading its socket
+    at that instant)."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self.on_read = lambda: None
+        self.time_ns = time.time_ns
+
+    def monotonic(self) -> float:
+        self.on_read()
+        return self.now
+
+
+def test_a_zero_budget_never_waits_for_the_socket_even_when_the_clock_has_not_moved(sock_path, monkeypatch):
+    """``CAPTURE_CLIENT_TIMEOUT_MS=0``: a send the kernel blocks gives up at once, though the
+    budget left is exactly 0 and the socket became writable that very instant."""
+    listener = unix_listener(sock_path)
+    client = CaptureClient(socket_path=sock_path, port=free_port(), timeout_ms=0)
+    clock = StillClock(100.0)
+    monkeypatch.setattr(client_module, "time", clock)
+    try:
+        assert client.send_line(b'{"n": 0}\n') is True
+        conn, _ = listener.accept()
+        conn.setblocking(False)
+        read = bytearray()
+
+        def extension_reads() -> None:
+            with contextlib.suppress(BlockingIOError):
+                while chunk := conn.recv(1 << 20):
+                    read.extend(chunk)
+
+        clock.on_read = extension_reads
+        big = b'{"n": 1, "input": "' + b"x" * (2 << 20) + b'"}\n'  # far more than a socket buffer
+        assert client.send_line(big) is False
+        assert client.stats["sent"] == 1 and client._outbox == big  # kept whole, for the next push
+        extension_reads()
+        assert read.startswith(b'{"n": 0}\n' + big[:1000]) and len(read) < 9 + len(big)
+        clock.on_read = lambda: None
+        conn.close()
+    finally:
+        client.close()
+        listener.close()
+
+
+def test_the_socket_is_tried_again_the_instant_its_backoff_ends(sock_path, monkeypatch):
+    clock = StillClock(100.0)
+    monkeypatch.setattr(client_module, "time", clock)
+    client = CaptureClient(socket_path=sock_path, port=free_port(), timeout_ms=0)
+    backoff = client._backoff_s
+    assert client.send_line(b'{"n": 0}\n') is False  # no extension yet: kept, retry after the backoff
+    listener = unix_listener(sock_path)
+    try:
+        clock.now = 100.0 + backoff
+        assert client.flush(timeout_ms=0) is True
+        conn, _ = listener.accept()
+        assert read_lines(conn, 1) == [{"n": 0}] and client.stats["sent"] == 1
+        conn.close()
+    finally:
+        client.close()
+        listener.close()
+
+
+def test_the_fallback_posts_again_the_instant_its_backoff_ends(sock_path, http_server, monkeypatch):
+    Answers.script = [(503, b'{"accepted": 0}'), (202, b'{"accepted": 1, "rejected": 0}')]
+    clock = StillClock(100.0)
+    monkeypatch.setattr(client_module, "time", clock)
+    client = CaptureClient(socket_path=sock_path, port=http_server.server_address[1], timeout_ms=2000)
+    try:
+        assert client.send_line(b'{"n": 0}\n') is False  # 503: kept, backing off
+        clock.now = client._http_retry_at
+        assert client.flush(timeout_ms=2000) is True
+        assert Answers.received == [b'{"n": 0}\n'] * 2 and client.stats["http"] == 1
+    finally:
+        client.close()
+
+
+def test_a_zero_budget_never_posts_even_when_the_clock_has_not_moved(sock_path, http_server, monkeypatch):
+    """No socket and ``CAPTURE_CLIENT_TIMEOUT_MS=0``: the line waits for the flush, which posts it."""
+    clock = StillClock(100.0)
+    monkeypatch.setattr(client_module, "time", clock)
+    client = CaptureClient(socket_path=sock_path, port=http_server.server_address[1], timeout_ms=0)
+    try:
+        assert client.send_line(b'{"n": 0}\n') is False
+        assert client.flush(timeout_ms=2000) is True
+        assert Answers.received == [b'{"n": 0}\n'] and client.stats["http"] == 1
+    finally:
+        client.close()
+
+
+def test_a_flush_uses_all_the_milliseconds_it_was_given(sock_path, monkeypatch):
+    """``flush(1000)`` still pushes when the socket blocks at 999.5 ms (the extension reading then)."""
+    listener = unix_listener(sock_path)
+    client = CaptureClient(socket_path=sock_path, port=free_port(), timeout_ms=0)
+    clock = StillClock(100.0)
+    monkeypatch.setattr(client_module, "time", clock)
+    try:
+        assert client.send_line(b'{"n": 0}\n') is True
+        conn, _ = listener.accept()
+        conn.setblocking(False)
+        big = b'{"n": 1, "input": "' + b"x" * (2 << 20) + b'"}\n'
+        assert client.send_line(big) is False  # the kernel took part of it; the rest waits
+        read = bytearray()
+        readings = []
+
+        def extension_reads_late() -> None:  # the flush's deadline is read at 100.0, then time moves
+            readings.append(clock.now)
+            if len(readings) > 1:
+                with contextlib.suppress(BlockingIOError):
+                    while chunk := conn.recv(1 << 20):
+                        read.extend(chunk)
+                clock.now = 100.9995
+
+        clock.on_read = extension_reads_late
+        assert client.flush(timeout_ms=1000) is True
+        assert readings[:2] == [100.0, 100.0] and len(readings) > 2  # it did wait at 999.5 ms
+        clock.on_read = lambda: None
+        with contextlib.suppress(BlockingIOError):
+            while chunk := conn.recv(1 << 20):
+                read.extend(chunk)
+        assert bytes(read) == b'{"n": 0}\n' + big and client.stats["sent"] == 2
+        conn.close()
+    finally:
+        client.close()
+        listener.close()

@@ -213,9 +213,11 @@ async def test_a_hung_start_is_reported_with_the_time_it_was_given(clock):
         async def start(self) -> None:
             await asyncio.sleep(3600)
 
-    dispatcher, _, _ = setup([HungStart("a")])
+    sink = HungStart("a")
+    dispatcher, _, _ = setup([sink])
     await dispatcher.flush(clock.now + WAIT_S)
     assert dispatcher.states["a"].last_error == "start() did not finish within 510 ms"
+    assert sink.seen == []  # not written to, however much time its clock says is left
 
 
 async def test_the_retry_log_and_the_flush_report_give_exact_durations(clock, caplog):
@@ -230,3 +232,80 @@ async def test_the_retry_log_and_the_flush_report_give_exact_durations(clock, ca
     assert "retrying 4 records in 510 ms (budget 10000 ms)" in caplog.text
     assert report.delivered == {"a": 4}
     assert report.duration_ms == 1500.0
+
+
+#: Binary fractions, so that a deadline minus the clock's reading is exactly the time meant.
+EXACT_S = 0.125
+
+
+async def test_a_hung_write_given_exactly_half_a_fair_budget_is_the_sinks_failure(clock):
+    sink = ScriptedSink("a", delay=3600)
+    dispatcher, _, _ = setup([sink], max_attempts=1)
+    dispatcher.fair_budget_s = 2 * EXACT_S
+    await dispatcher.flush(clock.now + EXACT_S)
+    assert dispatcher.states_by_name() == {"a": "open"}
+    assert dispatcher.states["a"].last_error == "write did not finish within 125 ms"
+
+
+async def test_a_hung_start_given_exactly_a_fair_budget_is_the_sinks_fault(clock):
+    class HungStart(ScriptedSink):
+        async def start(self) -> None:
+            await asyncio.sleep(3600)
+
+    dispatcher, ledger, _ = setup([HungStart("a")])
+    dispatcher.fair_budget_s = EXACT_S
+    await dispatcher.flush(clock.now + EXACT_S)
+    assert ledger.sinks["a"].faults == 1
+
+
+async def test_a_flush_at_the_instant_a_breaker_closes_writes_as_has_work_says(clock):
+    sink = ScriptedSink("a", [WriteResult.retryable("503 SlowDown")])
+    dispatcher, ledger, _ = setup([sink], max_attempts=1)
+    await dispatcher.flush(clock.now + 10)
+    assert dispatcher.states_by_name() == {"a": "open"}
+    clock.now = dispatcher.states["a"].retry_at
+    assert dispatcher.has_work(clock.now)
+    await dispatcher.flush(clock.now + 10)
+    assert ledger.sinks["a"].delivered == 4 and len(sink.seen) == 2
+
+
+async def test_a_write_with_exactly_the_least_time_left_is_still_made(clock):
+    from capture_ext.core.dispatcher import MIN_WRITE_S
+
+    sink = ScriptedSink("a")
+    dispatcher, ledger, _ = setup([sink])
+    clock.now = 0.0
+    await dispatcher.flush(MIN_WRITE_S)
+    assert ledger.sinks["a"].delivered == 4
+
+
+async def test_a_retry_due_exactly_at_the_deadline_is_left_to_the_breaker(clock):
+    """The service's hint says come back exactly when the flush ends: no retry, the breaker opens."""
+    sink = ScriptedSink("a", [WriteResult.retryable("503 SlowDown", retry_after_s=4 * EXACT_S)])
+    dispatcher, ledger, _ = setup([sink])
+    await dispatcher.flush(clock.now + 4 * EXACT_S)
+    assert dispatcher.states_by_name() == {"a": "open"}
+    assert len(sink.seen) == 1 and ledger.sinks["a"].delivered == 0
+
+
+async def test_the_breaker_pause_stops_doubling_at_two_to_the_thirty_seconds(clock):
+    """``CAPTURE_BREAKER_MAX_S`` has no upper bound; far above 2**30 s the doubling still stops."""
+    sink = ScriptedSink("a")
+    sink.down = True
+    dispatcher, _, _ = setup([sink], max_attempts=1)
+    dispatcher.breaker_max_s = float(2**40)
+    pauses = []
+    for _ in range(33):
+        await dispatcher.flush(clock.now + 10)
+        state = dispatcher.states["a"]
+        pauses.append(state.retry_at - clock.now)
+        clock.now = state.retry_at
+    assert pauses == [float(2 ** min(n, 30)) for n in range(33)]
+
+
+def test_the_default_attempts_are_the_settings_default():
+    from capture_ext.core.config import Settings
+
+    budget = MemoryBudget(10_000)
+    store = Store(RecordBuffer("env", budget, 100, 10_000), budget, sinks=[])
+    assert Dispatcher({}, Ledger(), store).max_attempts == Settings.from_env({}).retry_max_attempts

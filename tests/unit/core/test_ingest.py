@@ -688,3 +688,14 @@ async def test_a_socket_line_of_the_limit_is_read_and_a_longer_one_cut_by_eof_is
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_a_health_request_while_held_waits_on_no_timer():
+    """Reading the held lines takes a few turns of the loop, never a sleep: the answer is ready
+    after ten turns (a timer of any length would still be pending then)."""
+    ingest, _, _ = build()
+    assert ingest.hold()
+    task = asyncio.ensure_future(ingest.handle_http(Request("GET", "/v1/health", {}, b"")))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert task.done() and answer(task.result()) == (200, {"status": "ok"}) and not ingest.held
