@@ -1087,3 +1087,15 @@ def test_a_flush_uses_all_the_milliseconds_it_was_given(sock_path, monkeypatch):
     finally:
         client.close()
         listener.close()
+
+
+def test_413s_halve_the_body_down_to_a_single_byte(sock_path, http_server):
+    """Two empty lines (2 bytes) refused as too large go again one by one, each then dropped as
+    refused alone, instead of the same 2-byte body being posted until the budget runs out."""
+    Answers.script = [(413, b'{"error": "too large"}')] * 3
+    client = CaptureClient(socket_path=sock_path, port=http_server.server_address[1], timeout_ms=0)
+    client.send_line(b"\n")
+    client.send_line(b"\n")
+    assert client.flush(timeout_ms=2000) is True
+    assert Answers.received == [b"\n\n", b"\n", b"\n"]
+    assert client.stats["dropped"] == 2 and client.stats["http"] == 0 and not client._outbox
