@@ -314,9 +314,9 @@ def render(results: list[ModuleResult], notes: dict[str, str], timings: dict[str
         if c["not run"] == r.generated:
             score = "not measured"
         elif c["not run"]:
-            score = f"partial: {100 * caught / max(denominator, 1):.0f} %"
+            score = f"partial: {100 * caught / max(denominator, 1):.1f} %"
         else:
-            score = f"{100 * caught / max(denominator, 1):.0f} %"
+            score = f"{100 * caught / max(denominator, 1):.1f} %"
         lines.append(
             f"| `{r.module}` | `{r.as_of}` | {r.generated} | {c['killed']} | {c['timeout']} | {c['survived']}"
             f" | {equivalent} | {c['no test']} | {c['not run']} | {score} |"

@@ -76,9 +76,9 @@ def test_the_score_leaves_equivalent_survivors_out_of_the_denominator() -> None:
     notes = {result.survivors[0]: "equivalent: never observable", result.survivors[1]: "survives, accepted: ..."}
     cells = row(mutation.render([result], notes, {}), module)
     # 8 caught of 10 generated, one equivalent: 8 / 9.
-    assert cells[2:] == ["10", "7", "1", "2", "1", "0", "0", "89 %"]
+    assert cells[2:] == ["10", "7", "1", "2", "1", "0", "0", "88.9 %"]
     partial = mutation.ModuleResult(module, Counter(killed=3, survived=1, **{"not run": 6}), as_of="abc1234")
-    assert row(mutation.render([partial], {}, {}), module)[-1] == "partial: 75 %"
+    assert row(mutation.render([partial], {}, {}), module)[-1] == "partial: 75.0 %"
 
 
 def test_a_module_changed_after_its_run_is_named_for_a_re_run() -> None:
