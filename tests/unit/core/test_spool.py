@@ -1,11 +1,15 @@
 """The spool's file format, adoption after a crash, deletion, bounds and permissions."""
 
+import contextlib
+import errno
 import os
 import stat
+from collections.abc import Callable, Iterator
 
 import orjson
 import pytest
 
+from capture_ext.core import spool_format
 from capture_ext.core.spool import Spool, SpoolError
 
 
@@ -358,3 +362,106 @@ def test_a_segment_holding_batches_of_separate_flushes_stays_until_each_is_relea
     assert os.path.exists(two.segment.path)  # batch 2 still needs it
     spool.release(two)
     assert not os.path.exists(two.segment.path)
+
+
+def spool_descriptors(directory) -> list[str]:
+    """The names of the spool's files this process holds open (a deleted one keeps its name)."""
+    names = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the descriptor listdir itself used is gone by now
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(f"{directory}/"):
+                names.append(os.path.basename(target).removesuffix(" (deleted)"))
+    return sorted(names)
+
+
+@contextlib.contextmanager
+def stdin_held_then_freed() -> Iterator[Callable[[], None]]:
+    """Descriptor 0 held by something else while the spool opens, freed by the function yielded.
+
+    That is the extension started with stdin closed (``<&-``): the first descriptor the process
+    opens is 0, and when that is a connection (say to the Extensions API) that later closes, the
+    next segment the spool opens gets descriptor 0.
+    """
+    saved = os.dup(0)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    try:
+        yield lambda: os.close(0)
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
+
+
+def test_a_segment_on_descriptor_0_is_closed_at_rotation_and_at_close_like_any_other(tmp_path):
+    with stdin_held_then_freed() as free_stdin:
+        spool = open_spool(tmp_path, max_bytes=16384, fsync="never")  # rotates at 2 KiB
+        free_stdin()
+        seal_padded(spool, 1, 2100)
+        spool.sealed_all()
+        assert os.readlink("/proc/self/fd/0") == f"{tmp_path}/envA-000002.seg"
+        seal_padded(spool, 2, 2100)
+        spool.sealed_all()  # segment 2 is closed, so segment 3 gets descriptor 0 in its turn
+        assert spool_descriptors(tmp_path) == ["envA-000003.seg", "envA.lock"]
+        assert os.readlink("/proc/self/fd/0") == f"{tmp_path}/envA-000003.seg"
+        spool.close()  # both batches still wait for their sink: files kept, descriptors closed
+        assert spool_descriptors(tmp_path) == []
+        assert sorted(os.listdir(tmp_path)) == ["envA-000001.seg", "envA-000002.seg", "envA-000003.seg", "envA.lock"]
+
+
+def test_a_segment_on_descriptor_0_deleted_at_close_leaves_no_descriptor_open(tmp_path):
+    with stdin_held_then_freed() as free_stdin:
+        spool = open_spool(tmp_path, max_bytes=16384, fsync="never")
+        free_stdin()
+        location = seal_padded(spool, 1, 2100)
+        spool.sealed_all()  # segment 2, the active one, on descriptor 0
+        spool.release(location)
+        assert spool_descriptors(tmp_path) == ["envA-000002.seg", "envA.lock"]
+        spool.close()  # nothing left to deliver: the files go, and their descriptors
+        assert spool_descriptors(tmp_path) == []
+        assert os.listdir(tmp_path) == []
+
+
+def test_closing_right_after_adopting_two_segments_of_one_dead_process_removes_every_file(tmp_path):
+    """``close`` deletes every segment at once: the dead process's lock is let go with its first
+    segment, and its second segment must not let go of it a second time."""
+    dead = open_spool(tmp_path, "dead", max_bytes=16384)
+    seal_padded(dead, 1, 2100)
+    dead.ack("envA-00000001", "s3")
+    dead.sealed_all()  # rotates: the dead process leaves two segments
+    die(dead)
+    heir = open_spool(tmp_path, "heir")
+    (adopted,) = heir.adopt()
+    assert adopted.acked == {"s3"} and len(heir.segments) == 3
+    heir.close()  # every sink had acknowledged the batch: nothing is left to deliver
+    assert os.listdir(tmp_path) == [] and heir._locks == {}
+
+
+def test_adopting_a_segment_of_whole_lines_never_truncates_it(tmp_path, monkeypatch):
+    """Only a torn last line is cut off: a segment of whole lines is adopted without writing to it,
+    so one the extension may only read (truncate fails with EACCES for a non-root user, as on
+    Lambda) is adopted all the same."""
+    dead = open_spool(tmp_path, "dead")
+    seal_padded(dead, 1, 0)
+    die(dead)
+
+    def refused(path, length):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+
+    monkeypatch.setattr(spool_format.os, "truncate", refused)
+    heir = open_spool(tmp_path, "heir")
+    assert [a.batch_id for a in heir.adopt()] == ["envA-00000001"]
+
+
+def test_adoption_leaves_files_that_are_not_the_spool_and_the_directory_untouched(tmp_path):
+    """CAPTURE_SPOOL_DIR may be a directory that already holds other files: adoption neither takes
+    them for lock files nor creates one for them (the directory's mtime says nothing was created),
+    and a ``.seg`` file not named ``<environment>-<number>.seg`` is not a segment."""
+    heir = open_spool(tmp_path, "heir")
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "release-notes.seg").write_text("mine too")
+    os.utime(tmp_path, ns=(10**18, 10**18))
+    assert heir.adopt() == []
+    assert os.stat(tmp_path).st_mtime_ns == 10**18
+    assert sorted(os.listdir(tmp_path)) == ["heir-000001.seg", "heir.lock", "notes.txt", "release-notes.seg"]
