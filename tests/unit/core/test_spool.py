@@ -465,3 +465,21 @@ def test_adoption_leaves_files_that_are_not_the_spool_and_the_directory_untouche
     assert heir.adopt() == []
     assert os.stat(tmp_path).st_mtime_ns == 10**18
     assert sorted(os.listdir(tmp_path)) == ["heir-000001.seg", "heir.lock", "notes.txt", "release-notes.seg"]
+
+
+def test_a_second_adoption_adds_to_what_the_first_took_and_own_records_keep_their_whole_bound(tmp_path):
+    """A process that adopts again (a concurrent environment on a shared volume died since) counts
+    both inheritances apart from its own records: neither shrinks the room its own records have."""
+    for env in ("dead1", "dead2"):
+        dead = open_spool(tmp_path, env, max_bytes=16384)
+        seal_padded(dead, 1, 500)
+        die(dead)
+        if env == "dead1":
+            heir = open_spool(tmp_path, "heir", max_bytes=16384)
+            assert [a.environment_id for a in heir.adopt()] == ["dead1"]
+    assert [a.environment_id for a in heir.adopt()] == ["dead2"]
+    inherited = sum(os.path.getsize(tmp_path / f"{env}-000001.seg") for env in ("dead1", "dead2"))
+    assert heir.adopted_bytes == inherited
+    own = os.path.getsize(tmp_path / "heir-000001.seg")
+    assert heir.room(16384 - heir.control_reserve - own)
+    assert not heir.room(16384 - heir.control_reserve - own + 1)
