@@ -607,3 +607,24 @@ def test_a_lock_file_that_cannot_be_removed_is_left_and_adoption_goes_on(tmp_pat
     heir = open_spool(tmp_path, "heir")
     assert [a.batch_id for a in heir.adopt()] == ["later-00000001"]
     assert "gone" not in heir._locks and os.path.exists(tmp_path / "gone.lock")
+
+
+def test_a_lock_still_held_when_the_clock_reads_exactly_the_deadline_is_given_up_without_another_try(
+    tmp_path, monkeypatch
+):
+    """The wait is LOCK_WAIT_S, its end included: a clock that reads exactly the deadline at the
+    first check (a coarse clock, or a process paused in between) ends the wait there, unslept."""
+    directory = tmp_path / "spool"
+    os.makedirs(directory, mode=0o700)
+    holder = os.open(directory / "envA.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    readings = iter([100.0, 100.0 + spool_module.LOCK_WAIT_S, 200.0])
+    slept: list[float] = []
+    clock = SimpleNamespace(monotonic=lambda: next(readings), sleep=slept.append)
+    monkeypatch.setattr(spool_module, "time", clock)
+    try:
+        with pytest.raises(SpoolError, match=r"could not lock envA\.lock"):
+            open_spool(directory)
+        assert slept == []
+    finally:
+        os.close(holder)
