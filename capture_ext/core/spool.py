@@ -114,7 +114,8 @@ class Spool:
         for name in os.listdir(self.directory):
             if name.endswith(".seg"):
                 env, _, index = name[:-4].rpartition("-")
-                if env and env != self.environment_id and index.isdigit():
+                # At least the six digits the spool writes: a shorter ``x-1.seg`` is not ours to delete.
+                if env and env != self.environment_id and len(index) >= 6 and index.isdigit():
                     found.setdefault(env, []).append((int(index), name))
             elif name.endswith(".lock") and name[:-5] != self.environment_id:
                 found.setdefault(name[:-5], [])

@@ -457,14 +457,18 @@ def test_adopting_a_segment_of_whole_lines_never_truncates_it(tmp_path, monkeypa
 def test_adoption_leaves_files_that_are_not_the_spool_and_the_directory_untouched(tmp_path):
     """CAPTURE_SPOOL_DIR may be a directory that already holds other files: adoption neither takes
     them for lock files nor creates one for them (the directory's mtime says nothing was created),
-    and a ``.seg`` file not named ``<environment>-<number>.seg`` is not a segment."""
+    and a ``.seg`` file not named ``<environment>-<six or more digits>.seg`` is not a segment (it
+    was once adopted, cut at its last newline and deleted)."""
     heir = open_spool(tmp_path, "heir")
-    (tmp_path / "notes.txt").write_text("mine")
-    (tmp_path / "release-notes.seg").write_text("mine too")
+    foreign = {"notes.txt": "mine", "release-notes.seg": "mine too", "notes-1.seg": "a\nb", "notes-12345.seg": "c\nd"}
+    for name, text in foreign.items():
+        (tmp_path / name).write_text(text)
     os.utime(tmp_path, ns=(10**18, 10**18))
     assert heir.adopt() == []
+    heir.release_empty()
     assert os.stat(tmp_path).st_mtime_ns == 10**18
-    assert sorted(os.listdir(tmp_path)) == ["heir-000001.seg", "heir.lock", "notes.txt", "release-notes.seg"]
+    assert sorted(os.listdir(tmp_path)) == sorted(["heir-000001.seg", "heir.lock", *foreign])
+    assert {name: (tmp_path / name).read_text() for name in foreign} == foreign
 
 
 def test_a_second_adoption_adds_to_what_the_first_took_and_own_records_keep_their_whole_bound(tmp_path):
