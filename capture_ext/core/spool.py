@@ -114,8 +114,10 @@ class Spool:
         for name in os.listdir(self.directory):
             if name.endswith(".seg"):
                 env, _, index = name[:-4].rpartition("-")
-                # At least the six digits the spool writes: a shorter ``x-1.seg`` is not ours to delete.
-                if env and env != self.environment_id and len(index) >= 6 and index.isdigit():
+                # At least the six ASCII digits the spool writes: a shorter ``x-1.seg``, or one
+                # numbered in other scripts' digits (``str.isdigit`` takes "²", ``int`` does not),
+                # is not ours to cut and delete.
+                if env and env != self.environment_id and len(index) >= 6 and index.isascii() and index.isdigit():
                     found.setdefault(env, []).append((int(index), name))
             elif name.endswith(".lock") and name[:-5] != self.environment_id:
                 found.setdefault(name[:-5], [])

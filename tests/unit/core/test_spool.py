@@ -460,7 +460,14 @@ def test_adoption_leaves_files_that_are_not_the_spool_and_the_directory_untouche
     and a ``.seg`` file not named ``<environment>-<six or more digits>.seg`` is not a segment (it
     was once adopted, cut at its last newline and deleted)."""
     heir = open_spool(tmp_path, "heir")
-    foreign = {"notes.txt": "mine", "release-notes.seg": "mine too", "notes-1.seg": "a\nb", "notes-12345.seg": "c\nd"}
+    foreign = {
+        "notes.txt": "mine",
+        "release-notes.seg": "mine too",
+        "notes-1.seg": "a\nb",
+        "notes-12345.seg": "c\nd",
+        "notes-²²²²²².seg": "e\nf",
+        "notes-١٢٣٤٥٦.seg": "g\nh",
+    }
     for name, text in foreign.items():
         (tmp_path / name).write_text(text)
     os.utime(tmp_path, ns=(10**18, 10**18))
