@@ -976,9 +976,21 @@ class StillClock:
         return self.now
 
 
-def test_a_zero_budget_never_waits_for_the_socket_even_when_the_clock_has_not_moved(sock_path, monkeypatch):
-    """``CAPTURE_CLIENT_TIMEOUT_MS=0``: a send the kernel blocks gives up at once, though the
-    budget left is exactly 0 and the socket became writable that very instant."""
+#: A line far larger than a socket buffer: the kernel takes part of it and blocks.
+BIG_LINE = b'{"n": 1, "input": "' + b"x" * (2 << 20) + b'"}\n'
+
+
+def read_available(conn: socket.socket, into: bytearray) -> None:
+    """What the extension can read now, without waiting."""
+    with contextlib.suppress(BlockingIOError):
+        while chunk := conn.recv(1 << 20):
+            into.extend(chunk)
+
+
+@contextlib.contextmanager
+def still_clock_connection(sock_path: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A client with ``CAPTURE_CLIENT_TIMEOUT_MS=0`` under a :class:`StillClock` at 100.0, one line
+    (``{"n": 0}``) already sent, and the extension's end of the connection, non-blocking."""
     listener = unix_listener(sock_path)
     client = CaptureClient(socket_path=sock_path, port=free_port(), timeout_ms=0)
     clock = StillClock(100.0)
@@ -987,24 +999,24 @@ def test_a_zero_budget_never_waits_for_the_socket_even_when_the_clock_has_not_mo
         assert client.send_line(b'{"n": 0}\n') is True
         conn, _ = listener.accept()
         conn.setblocking(False)
-        read = bytearray()
-
-        def extension_reads() -> None:
-            with contextlib.suppress(BlockingIOError):
-                while chunk := conn.recv(1 << 20):
-                    read.extend(chunk)
-
-        clock.on_read = extension_reads
-        big = b'{"n": 1, "input": "' + b"x" * (2 << 20) + b'"}\n'  # far more than a socket buffer
-        assert client.send_line(big) is False
-        assert client.stats["sent"] == 1 and client._outbox == big  # kept whole, for the next push
-        extension_reads()
-        assert read.startswith(b'{"n": 0}\n' + big[:1000]) and len(read) < 9 + len(big)
-        clock.on_read = lambda: None
+        yield client, clock, conn
         conn.close()
     finally:
         client.close()
         listener.close()
+
+
+def test_a_zero_budget_never_waits_for_the_socket_even_when_the_clock_has_not_moved(sock_path, monkeypatch):
+    """``CAPTURE_CLIENT_TIMEOUT_MS=0``: a send the kernel blocks gives up at once, though the
+    budget left is exactly 0 and the socket became writable that very instant."""
+    with still_clock_connection(sock_path, monkeypatch) as (client, clock, conn):
+        read = bytearray()
+        clock.on_read = lambda: read_available(conn, read)
+        assert client.send_line(BIG_LINE) is False
+        assert client.stats["sent"] == 1 and client._outbox == BIG_LINE  # kept whole, for the next push
+        read_available(conn, read)
+        assert read.startswith(b'{"n": 0}\n' + BIG_LINE[:1000]) and len(read) < 9 + len(BIG_LINE)
+        clock.on_read = lambda: None
 
 
 def test_the_socket_is_tried_again_the_instant_its_backoff_ends(sock_path, monkeypatch):
@@ -1054,39 +1066,23 @@ def test_a_zero_budget_never_posts_even_when_the_clock_has_not_moved(sock_path, 
 
 def test_a_flush_uses_all_the_milliseconds_it_was_given(sock_path, monkeypatch):
     """``flush(1000)`` still pushes when the socket blocks at 999.5 ms (the extension reading then)."""
-    listener = unix_listener(sock_path)
-    client = CaptureClient(socket_path=sock_path, port=free_port(), timeout_ms=0)
-    clock = StillClock(100.0)
-    monkeypatch.setattr(client_module, "time", clock)
-    try:
-        assert client.send_line(b'{"n": 0}\n') is True
-        conn, _ = listener.accept()
-        conn.setblocking(False)
-        big = b'{"n": 1, "input": "' + b"x" * (2 << 20) + b'"}\n'
-        assert client.send_line(big) is False  # the kernel took part of it; the rest waits
+    with still_clock_connection(sock_path, monkeypatch) as (client, clock, conn):
+        assert client.send_line(BIG_LINE) is False  # the kernel took part of it; the rest waits
         read = bytearray()
         readings = []
 
         def extension_reads_late() -> None:  # the flush's deadline is read at 100.0, then time moves
             readings.append(clock.now)
             if len(readings) > 1:
-                with contextlib.suppress(BlockingIOError):
-                    while chunk := conn.recv(1 << 20):
-                        read.extend(chunk)
+                read_available(conn, read)
                 clock.now = 100.9995
 
         clock.on_read = extension_reads_late
         assert client.flush(timeout_ms=1000) is True
         assert readings[:2] == [100.0, 100.0] and len(readings) > 2  # it did wait at 999.5 ms
         clock.on_read = lambda: None
-        with contextlib.suppress(BlockingIOError):
-            while chunk := conn.recv(1 << 20):
-                read.extend(chunk)
-        assert bytes(read) == b'{"n": 0}\n' + big and client.stats["sent"] == 2
-        conn.close()
-    finally:
-        client.close()
-        listener.close()
+        read_available(conn, read)
+        assert bytes(read) == b'{"n": 0}\n' + BIG_LINE and client.stats["sent"] == 2
 
 
 def test_413s_halve_the_body_down_to_a_single_byte(sock_path, http_server):
