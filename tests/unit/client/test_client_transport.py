@@ -45,6 +45,16 @@ def read_lines(conn, count, timeout=10.0):
     return [json.loads(line) for line in data.splitlines()]
 
 
+def push_all(client: CaptureClient, reader: threading.Thread, timeout_ms: int, bound_s: float = 20.0) -> None:
+    """Start ``reader`` (the extension's side), flush until the outbox is empty or ``bound_s``
+    passes, then wait for the reader to have everything."""
+    reader.start()
+    deadline = time.monotonic() + bound_s
+    while client._outbox and time.monotonic() < deadline:
+        client.flush(timeout_ms=timeout_ms)
+    reader.join(bound_s)
+
+
 def test_bytes_the_kernel_cannot_take_wait_in_the_outbox_and_arrive_whole_and_in_order(sock_path):
     listener = unix_listener(sock_path)
     client = CaptureClient(socket_path=sock_path, port=free_port(), timeout_ms=1)
@@ -58,11 +68,7 @@ def test_bytes_the_kernel_cannot_take_wait_in_the_outbox_and_arrive_whole_and_in
         assert client.stats["errors"] == 0
         reader = threading.Thread(target=lambda: received.extend(read_lines(conn, 41)))
         received: list[dict] = []
-        reader.start()
-        deadline = time.monotonic() + 10
-        while client._outbox and time.monotonic() < deadline:
-            client.flush(timeout_ms=200)
-        reader.join(10)
+        push_all(client, reader, timeout_ms=200, bound_s=10)
         assert not client._outbox
         assert [r["input"] for r in received[:1]] == ["first"]
         assert [r["inference_id"] for r in received[1:]] == [f"r{n}" for n in range(40)]
@@ -491,11 +497,7 @@ def test_a_peer_that_dies_during_a_pump_gets_the_queued_lines_again_byte_for_byt
         client._retry_at = 0.0
         received: list[str] = []
         accepted = threading.Thread(target=lambda: received.extend(_ids(listener.accept()[0], queued)))
-        accepted.start()
-        deadline = time.monotonic() + 20
-        while client._outbox and time.monotonic() < deadline:
-            client.flush(timeout_ms=50)
-        accepted.join(20)
+        push_all(client, accepted, timeout_ms=50)
         assert received == [f"r{n}" for n in range(total - queued, total)]
         assert client.stats["sent"] == total and not client._outbox
     finally:
@@ -712,11 +714,7 @@ def test_a_line_the_full_kernel_refuses_outright_waits_whole(sock_path):
         assert client.send_line(_line(1, 10)) is False and client._outbox == _line(1, 10)
         received: list[dict] = []
         reader = threading.Thread(target=lambda: received.extend(read_lines(conn, 2 + fills)))
-        reader.start()
-        deadline = time.monotonic() + 20
-        while client._outbox and time.monotonic() < deadline:
-            client.flush(timeout_ms=50)
-        reader.join(20)
+        push_all(client, reader, timeout_ms=50)
         assert received[0]["inference_id"] == "r0" and received[-1]["inference_id"] == "r1"
         assert len(received) == 2 + fills
         conn.close()
