@@ -114,14 +114,21 @@ async def test_a_cold_batch_is_read_back_for_the_sink_that_needs_it(tmp_path):
     assert reconciled(ledger, dispatcher)
 
 
-async def test_a_cold_batch_that_cannot_be_read_is_dropped_and_counted_and_the_rest_goes_on(tmp_path, caplog):
+async def flush_past_a_spoiled_cold_batch(tmp_path, caplog, spoil):
+    """One cold batch (records r0-r4, on disk only) and one hot: ``spoil`` the cold one's bytes
+    on disk, then flush with errors logged."""
     sink = ScriptedSink("a")
     dispatcher, ledger, _ = cold_setup(tmp_path, [sink])
     assert dispatcher.backlog() == {"a": 10}
     (cold,) = [p.sealed for p in dispatcher.states["a"].backlog if p.cold]
-    damage(cold.location)
+    spoil(cold.location)
     with caplog.at_level(logging.ERROR, "capture_ext.core.dispatcher"):
         await dispatcher.flush(time.monotonic() + 5)
+    return sink, dispatcher, ledger, cold
+
+
+async def test_a_cold_batch_that_cannot_be_read_is_dropped_and_counted_and_the_rest_goes_on(tmp_path, caplog):
+    sink, dispatcher, ledger, cold = await flush_past_a_spoiled_cold_batch(tmp_path, caplog, damage)
     assert ledger.sinks["a"].dropped == {"spool_lost": 5}
     (message,) = [r.getMessage() for r in caplog.records if "read back" in r.getMessage()]
     assert message == f"sink a: batch env-00000001 cannot be read back from the spool ({parse_error(cold.location)})"
@@ -682,13 +689,7 @@ async def test_by_default_a_write_hanging_through_more_than_one_second_has_faile
 
 
 async def test_a_batch_lost_on_disk_is_logged_with_how_many_records_could_be_read(tmp_path, caplog):
-    sink = ScriptedSink("a")
-    dispatcher, _, _ = cold_setup(tmp_path, [sink])
-    assert dispatcher.backlog() == {"a": 10}
-    (cold,) = [p.sealed for p in dispatcher.states["a"].backlog if p.cold]
-    blank(cold.location)
-    with caplog.at_level(logging.ERROR, "capture_ext.core.dispatcher"):
-        await dispatcher.flush(time.monotonic() + 5)
+    _, _, _, cold = await flush_past_a_spoiled_cold_batch(tmp_path, caplog, blank)
     assert [r.getMessage() for r in caplog.records] == [
         f"sink a: batch {cold.batch_id} cannot be read back from the spool (0 of 5 records could be read back)"
     ]
